@@ -1,0 +1,3 @@
+from sat_audio.cli import main
+
+raise SystemExit(main())

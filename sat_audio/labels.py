@@ -1,0 +1,54 @@
+"""The 527 AudioSet classes in the models' output order (models/audioset_labels.csv)."""
+
+import csv
+import difflib
+from dataclasses import dataclass
+from functools import cache
+
+from sat_audio.errors import SatAudioError
+from sat_audio.model.registry import data_dir
+
+
+@dataclass(frozen=True)
+class Label:
+    index: int
+    mid: str
+    name: str
+
+
+@cache
+def all_labels() -> tuple[Label, ...]:
+    with (data_dir() / "audioset_labels.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    labels = tuple(Label(int(r["index"]), r["mid"], r["display_name"]) for r in rows)
+    assert [lab.index for lab in labels] == list(range(len(labels))), "label file out of order"
+    return labels
+
+
+@cache
+def _by_key() -> dict[str, Label]:
+    keys: dict[str, Label] = {}
+    for lab in all_labels():
+        keys[lab.name.casefold()] = lab
+        keys[lab.mid.casefold()] = lab
+    return keys
+
+
+def find(query: str) -> Label:
+    """The label with this display name or mid, ignoring case; else an error with close names."""
+    hit = _by_key().get(query.strip().casefold())
+    if hit is not None:
+        return hit
+    names = [lab.name for lab in all_labels()]
+    folded = {n.casefold(): n for n in names}
+    close = difflib.get_close_matches(query.casefold(), folded, n=3, cutoff=0.6)
+    close += [n.casefold() for n in names if query.casefold() in n.casefold()][:3]
+    suggestions = list(dict.fromkeys(folded[c] for c in close))[:3]
+    hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+    raise SatAudioError(f"unknown AudioSet label {query!r}{hint}")
+
+
+def search(text: str) -> list[Label]:
+    """Labels whose name or mid contains the text, ignoring case."""
+    needle = text.casefold()
+    return [lab for lab in all_labels() if needle in lab.name.casefold() or needle in lab.mid]

@@ -1,0 +1,1 @@
+"""The SAT model: front end, transformer, registry of public variants, checkpoint loading."""
