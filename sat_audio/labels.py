@@ -40,10 +40,13 @@ def find(query: str) -> Label:
     if hit is not None:
         return hit
     names = [lab.name for lab in all_labels()]
+    needle = query.strip().casefold()
+    words = [w for w in needle.replace(",", " ").split() if len(w) > 2]
+    containing = [n for n in names if needle in n.casefold()]
+    sharing = [n for n in names if any(w in n.casefold().split() for w in words)]
     folded = {n.casefold(): n for n in names}
-    close = difflib.get_close_matches(query.casefold(), folded, n=3, cutoff=0.6)
-    close += [n.casefold() for n in names if query.casefold() in n.casefold()][:3]
-    suggestions = list(dict.fromkeys(folded[c] for c in close))[:3]
+    similar = [folded[c] for c in difflib.get_close_matches(needle, folded, n=3, cutoff=0.6)]
+    suggestions = list(dict.fromkeys(containing + sharing + similar))[:3]
     hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
     raise SatAudioError(f"unknown AudioSet label {query!r}{hint}")
 

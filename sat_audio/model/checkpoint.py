@@ -46,9 +46,13 @@ def download(url: str, dest: Path, *, progress: bool = True) -> Path:
             with tqdm(
                 total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
             ) as bar:
+                received = 0
                 while block := response.read(1 << 16):
                     out.write(block)
+                    received += len(block)
                     bar.update(len(block))
+            if total is not None and received != total:
+                raise OSError(f"connection closed after {received} of {total} bytes")
         tmp.replace(dest)
     except (urllib.error.URLError, OSError, ValueError) as err:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.checkpoints import random_model, save_upstream, upstream_name
+
+
+@pytest.fixture(scope="session")
+def sat_t_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random SAT_T_2s checkpoint saved under its upstream file name."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    return save_upstream(random_model("SAT_T_2s", seed=1), folder / upstream_name("SAT_T_2s"))
+
+
+@pytest.fixture
+def noise_wav(tmp_path: Path) -> Path:
+    """5.5 s of 44.1 kHz stereo noise and tone: downmix, resampling and a short last chunk."""
+    rate = 44100
+    t = np.arange(int(5.5 * rate)) / rate
+    rng = np.random.default_rng(3)
+    left = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)
+    right = 0.1 * rng.standard_normal(t.size)
+    path = tmp_path / "noise.wav"
+    sf.write(path, np.stack([left, right], axis=1).astype(np.float32), rate, subtype="PCM_16")
+    return path

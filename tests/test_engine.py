@@ -1,0 +1,136 @@
+"""Streaming invariants of the engine: bounded memory, batching, block sizes, reset."""
+
+import numpy as np
+import pytest
+import torch
+
+from sat_audio.engine import Engine, level_dbfs
+from sat_audio.errors import SatAudioError
+from tests.checkpoints import random_model
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return random_model("SAT_T_2s", seed=11)
+
+
+def audio(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    envelope = 0.05 + 0.5 * (np.sin(np.arange(n) / 8000.0 * (1 + seed)) > 0)
+    return (envelope * rng.standard_normal(n)).astype(np.float32)
+
+
+def run_single(model: torch.nn.Module, wave: np.ndarray, chunk_s: float) -> list[np.ndarray]:
+    engine = Engine(model, chunk_s)
+    engine.feed("default", wave)
+    return [r.scores for r in engine.drain()]
+
+
+@pytest.mark.parametrize("chunk_s", [2.0, 0.16, 0.5, 3.0])
+def test_memory_stays_bounded(model: torch.nn.Module, chunk_s: float) -> None:
+    engine = Engine(model, chunk_s)
+    shape = engine._memory.shape
+    engine.feed("default", audio(12, 0))
+    assert len(engine.drain()) == int(12 / chunk_s)
+    assert engine._memory.shape == shape == (12, 1, 48, 192)
+
+
+@pytest.mark.parametrize("chunk_s", [2.0, 0.16, 1.0])
+def test_batched_streams_equal_single_streams(model: torch.nn.Module, chunk_s: float) -> None:
+    waves = {f"s{i}": audio(6, seed=i) for i in range(4)}
+    engine = Engine(model, chunk_s, list(waves))
+    results = []
+    # streams run out of step: fed in different block sizes, scored whenever some are ready
+    for i, (name, wave) in enumerate(waves.items()):
+        block = 3000 + 1000 * i
+        for start in range(0, wave.size, block):
+            engine.feed(name, wave[start : start + block])
+            if start % (2 * block) == 0:
+                results += engine.step()
+    results += engine.drain()
+    batched: dict[str, list[np.ndarray]] = {name: [] for name in waves}
+    for result in results:
+        batched[result.stream].append(result.scores)
+    for name, wave in waves.items():
+        single = run_single(model, wave, chunk_s)
+        assert len(batched[name]) == len(single) == int(6 / chunk_s)
+        np.testing.assert_allclose(np.stack(batched[name]), np.stack(single), atol=1e-5, rtol=0)
+
+
+def test_block_size_does_not_matter(model: torch.nn.Module) -> None:
+    wave = audio(7, seed=5)
+    whole = run_single(model, wave, 2.0)
+    engine = Engine(model, 2.0)
+    rng = np.random.default_rng(0)
+    pos, results = 0, []
+    while pos < wave.size:
+        size = int(rng.integers(1, 9000))
+        engine.feed("default", wave[pos : pos + size])
+        results += engine.drain()
+        pos += size
+    assert [r.index for r in results] == [0, 1, 2]
+    assert [(r.start_s, r.end_s) for r in results] == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0)]
+    np.testing.assert_array_equal(np.stack([r.scores for r in results]), np.stack(whole))
+
+
+def test_memory_carries_the_past(model: torch.nn.Module) -> None:
+    """The same chunk scores differently after different pasts: the memory is used."""
+    probe = audio(2, seed=9)
+    after_a = run_single(model, np.concatenate([audio(4, 1), probe]), 2.0)[-1]
+    after_b = run_single(model, np.concatenate([audio(4, 2) * 0.01, probe]), 2.0)[-1]
+    assert np.abs(after_a - after_b).max() > 1e-4
+
+
+def test_reset_equals_fresh_engine(model: torch.nn.Module) -> None:
+    engine = Engine(model, 2.0, ["a", "b"])
+    engine.feed("a", audio(5, 3))
+    engine.feed("b", audio(5, 4))
+    engine.drain()
+    engine.reset("a")
+    assert engine.pending_samples("a") == 0
+    assert engine.pending_samples("b") == 16000
+    wave = audio(4, 6)
+    engine.feed("a", wave)
+    again = engine.drain()
+    assert [(r.stream, r.index, r.start_s) for r in again] == [("a", 0, 0.0), ("a", 1, 2.0)]
+    np.testing.assert_array_equal(
+        np.stack([r.scores for r in again]), np.stack(run_single(model, wave, 2.0))
+    )
+
+
+def test_flush_scores_the_tail_like_upstream(model: torch.nn.Module) -> None:
+    engine = Engine(model, 2.0)
+    engine.feed("default", audio(5.5, 1))
+    results = engine.flush("default")
+    assert [(r.start_s, r.end_s) for r in results] == [(0, 2), (2, 4), (4, 5.5)]
+    engine.feed("default", audio(2.1, 1))  # 0.1 s tail: less than one patch column
+    assert len(engine.flush("default")) == 1
+
+
+def test_level_dbfs() -> None:
+    assert level_dbfs(np.zeros(100, np.float32)) == -120.0
+    full = np.sign(np.sin(np.arange(16000))).astype(np.float32)
+    assert level_dbfs(full) == pytest.approx(0.0, abs=0.01)
+    assert level_dbfs(full * 0.1) == pytest.approx(-20.0, abs=0.01)
+
+
+def test_bad_input(model: torch.nn.Module) -> None:
+    with pytest.raises(SatAudioError, match=r"chunk length 0.1 s is too short; use at least 0.16"):
+        Engine(model, 0.1)
+    with pytest.raises(SatAudioError, match=r"stream names must be unique"):
+        Engine(model, 2.0, ["a", "a"])
+    engine = Engine(model, 2.0)
+    with pytest.raises(SatAudioError, match=r"unknown stream 'x'"):
+        engine.feed("x", np.zeros(10, np.float32))
+    with pytest.raises(SatAudioError, match=r"expected mono samples \(1-D\), got shape \(10, 2\)"):
+        engine.feed("default", np.zeros((10, 2), np.float32))
+
+
+def test_vit_chunk_longer_than_its_positions_is_an_error() -> None:
+    engine = Engine(random_model("audiotransformer_tiny"), 10.24)
+    engine.feed("default", audio(10.24, 0))
+    with pytest.raises(
+        SatAudioError, match=r"at most 63 patch columns per piece, the chunk gives 64"
+    ):
+        engine.drain()
