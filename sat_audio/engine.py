@@ -54,7 +54,9 @@ class Engine:
             raise SatAudioError(f"stream names must be unique and non-empty, got {list(streams)}")
         self.model = model
         self.chunk_seconds = chunk_seconds
-        self.chunk_samples = round(chunk_seconds * SAMPLE_RATE)
+        # upstream: int(chunk_length * sr) truncates, so -c 2.01 gives 32159-sample chunks.
+        self.chunk_samples = int(chunk_seconds * SAMPLE_RATE)
+        model.check_chunk(self.chunk_samples)
         self.streams = list(streams)
         self._slot = {name: i for i, name in enumerate(self.streams)}
         self._silence = model.silence_memory(1)
@@ -106,13 +108,17 @@ class Engine:
             results.extend(self._run([stream], tail[None, :]))
         return results
 
-    def reset(self, stream: str | None = None) -> None:
-        """Forget a stream's audio and memory (all streams when None), as a fresh engine."""
+    def reset(self, stream: str | None = None, *, keep_memory: bool = False) -> None:
+        """Forget a stream's audio and memory (all streams when None), as a fresh engine.
+
+        keep_memory restarts only the stream's clock and chunk count, for a new file that
+        continues the same memory as upstream inference.py does across its input files.
+        """
         for name in [stream] if stream is not None else self.streams:
             self._buffers[name] = np.zeros(0, np.float32)
             self._consumed[name] = 0
             self._index[name] = 0
-            if self._memory is not None and self._silence is not None:
+            if not keep_memory and self._memory is not None and self._silence is not None:
                 self._memory[:, self._slot[name]] = self._silence[:, 0]
 
     def pending_samples(self, stream: str) -> int:

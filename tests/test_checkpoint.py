@@ -2,7 +2,8 @@
 
 import http.server
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -133,10 +134,20 @@ def test_unknown_model_name() -> None:
 # --- downloads, against a local HTTP server -------------------------------------------------
 
 
+class Served:
+    """A local HTTP server for download tests; `midway` runs while a /slow/ file is half sent."""
+
+    def __init__(self, base: str, root: Path) -> None:
+        self.base = base
+        self.root = root
+        self.midway: Callable[[], None] = lambda: None
+
+
 @pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def http_root(tmp_path: Path) -> Iterator[Served]:
     root = tmp_path / "served"
     root.mkdir()
+    served: Served
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -149,21 +160,33 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 self.end_headers()
                 self.wfile.write(b"x" * 1000)
                 return
+            if self.path.startswith("/slow/"):
+                data = (root / self.path.removeprefix("/slow/")).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                time.sleep(0.2)
+                served.midway()
+                self.wfile.write(data[len(data) // 2 :])
+                return
             super().do_GET()
 
         def log_message(self, *args: object) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    served = Served(f"http://127.0.0.1:{server.server_address[1]}", root)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    yield served
     server.shutdown()
     server.server_close()
 
 
-def test_load_by_url_downloads_once(http_root: tuple[str, Path], tmp_path: Path) -> None:
-    base, root = http_root
+def test_load_by_url_downloads_once(http_root: Served, tmp_path: Path) -> None:
+    base, root = http_root.base, http_root.root
     original = random_model("SAT_T_2s", seed=3)
     save_upstream(original, root / upstream_name("SAT_T_2s"))
     cache = tmp_path / "cache"
@@ -175,8 +198,8 @@ def test_load_by_url_downloads_once(http_root: tuple[str, Path], tmp_path: Path)
     assert load_model(url, directory=cache, progress=False).spec.name == "SAT_T_2s"
 
 
-def test_interrupted_download_leaves_nothing(http_root: tuple[str, Path], tmp_path: Path) -> None:
-    base, _ = http_root
+def test_interrupted_download_leaves_nothing(http_root: Served, tmp_path: Path) -> None:
+    base = http_root.base
     dest = tmp_path / "cache" / "SAT_T_stream2s_mAP_43_34.pt"
     with pytest.raises(SatAudioError, match=r"cannot download .*; fetch it by hand and save it as"):
         download(f"{base}/broken/file.pt", dest, progress=False)
@@ -188,3 +211,21 @@ def test_unreachable_server(tmp_path: Path) -> None:
     with pytest.raises(SatAudioError, match=rf"cannot download http://127.0.0.1:9/x.pt .*{dest}"):
         download("http://127.0.0.1:9/x.pt", dest, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_download_goes_to_a_temp_file_with_a_progress_bar(
+    http_root: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = upstream_name("SAT_T_2s")
+    save_upstream(random_model("SAT_T_2s"), http_root.root / name)
+    cache = tmp_path / "cache"
+    seen: list[list[str]] = []
+    http_root.midway = lambda: seen.append(sorted(p.name for p in cache.iterdir()))
+    download(f"{http_root.base}/slow/{name}", cache / name, progress=True)
+    # half-way through, only a temp file in the same folder; the real name once complete
+    assert len(seen) == 1 and len(seen[0]) == 1, seen
+    assert seen[0][0].startswith(name + ".") and seen[0][0].endswith(".part")
+    assert [p.name for p in cache.iterdir()] == [name]
+    assert (cache / name).read_bytes() == (http_root.root / name).read_bytes()
+    bar = capsys.readouterr().err
+    assert name in bar and "100%" in bar, bar

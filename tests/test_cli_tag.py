@@ -1,9 +1,17 @@
 """`sat-audio tag`, `models` and `labels` as a user runs them: real subprocesses."""
 
+import fcntl
+import functools
+import http.server
 import json
+import os
+import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +88,20 @@ def test_tag_json(noise_wav: Path, sat_t_checkpoint: Path) -> None:
         ("wav", ["tag", "{f}", "--threads", "0"], r"--threads must be at least 1, got 0"),
         ("wav", ["labels", "qqqzzz"], r"no AudioSet label contains 'qqqzzz'"),
         ("wav", ["models", "path", "SAT_T_3s"], r"unknown model 'SAT_T_3s'; did you mean"),
+        ("wav", ["tag", "{f}", "-c", "-1"], r"argument -c/--chunk-length: must be positive"),
+        ("wav", ["tag"], r"the following arguments are required: FILE \(see `sat-audio tag"),
+        ("wav", ["models", "fetch"], r"argument action: invalid choice: 'fetch'"),
+        ("wav", [], r"the following arguments are required: COMMAND"),
+        (
+            "wav",
+            ["tag", "{f}", "-m", "{ckpt}", "--variant", "audiotransformer_tiny"],
+            r"{ckpt} is not a audiotransformer_tiny checkpoint: missing blocks\.0\.attn\.qkv",
+        ),
+        (
+            "corrupt",
+            ["tag", "{f}", "-m", "{f}", "--variant", "SAT_T_2s"],
+            r"checkpoint {f} is not a readable torch checkpoint \(",
+        ),
     ],
 )
 def test_errors_are_one_line_exit_2(
@@ -92,15 +114,18 @@ def test_errors_are_one_line_exit_2(
         sf.write(f, np.zeros(0, np.float32), 16000)
     elif setup == "wav":
         sf.write(f, np.zeros(16000, np.float32), 16000)
-    argv = [a.format(f=f) for a in args]
-    if argv[0] == "tag" and "-m" not in argv:
+    elif setup == "corrupt":
+        f.write_bytes(b"PK\x03\x04 half a zip file")
+    argv = [a.format(f=f, ckpt=sat_t_checkpoint) for a in args]
+    if argv[:1] == ["tag"] and "-m" not in argv and len(argv) > 1:
         argv += ["-m", str(sat_t_checkpoint)]
     result = sat_audio(*argv, check=False)
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert re.match(r"sat-audio: error: " + message.format(f=re.escape(str(f))), lines[0])
+    expected = message.format(f=re.escape(str(f)), ckpt=re.escape(str(sat_t_checkpoint)))
+    assert re.match(r"sat-audio: error: " + expected, lines[0]), lines[0]
 
 
 def test_models_and_labels(tmp_path: Path) -> None:
@@ -116,3 +141,121 @@ def test_models_and_labels(tmp_path: Path) -> None:
 def test_every_command_has_help() -> None:
     for command in ["tag", "models", "labels"]:
         assert "usage: sat-audio " + command in sat_audio(command, "--help").stdout
+
+
+def test_tag_carries_the_memory_from_file_to_file_like_upstream(
+    tmp_path: Path, sat_t_checkpoint: Path
+) -> None:
+    """upstream inference.py primes the memory once and streams its files one after another."""
+    rng = np.random.default_rng(8)
+    waves = [(0.2 * rng.standard_normal(n)).astype(np.float32) for n in (64000, 48000)]
+    paths = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for path, wave in zip(paths, waves, strict=True):
+        sf.write(path, wave, 16000, subtype="FLOAT")
+    out = sat_audio("tag", *map(str, paths), "-m", str(sat_t_checkpoint), "--json", "-k", "1")
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(Path(r["file"]).name, r["chunk"]) for r in rows] == [
+        ("a.wav", 0),
+        ("a.wav", 1),
+        ("b.wav", 0),
+        ("b.wav", 1),
+    ]
+    engine = Engine(load_model(str(sat_t_checkpoint)), 2.0)
+    engine.feed("default", np.concatenate(waves))
+    expected = [float(r.scores.max()) for r in engine.flush("default")]
+    assert [r["top"][0]["score"] for r in rows] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "rate", "channels"),
+    [("FLAC", "PCM_16", 8000, 1), ("OGG", "VORBIS", 48000, 2), ("WAV", "FLOAT", 22050, 3)],
+)
+def test_reads_any_rate_and_channel_count(
+    tmp_path: Path, fmt: str, subtype: str, rate: int, channels: int
+) -> None:
+    t = np.arange(int(2.5 * rate)) / rate
+    tone = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    frames = np.stack([tone] + [0.0 * tone] * (channels - 1), axis=1)
+    path = tmp_path / f"tone.{fmt.lower()}"
+    sf.write(path, frames.astype(np.float32), rate, format=fmt, subtype=subtype)
+    wave = read_audio(path)
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(wave.size - 40000) <= 1
+    spectrum = np.abs(np.fft.rfft(wave[4000:36000]))
+    assert np.argmax(spectrum) * 16000 / 32000 == pytest.approx(1000, abs=1)
+    # downmixed: the one loud channel averaged with the silent ones
+    assert np.sqrt(np.mean(wave[4000:36000] ** 2)) == pytest.approx(
+        0.5 / np.sqrt(2) / channels, rel=0.05
+    )
+
+
+def test_tag_shows_a_progress_bar_on_long_files(tmp_path: Path, sat_t_checkpoint: Path) -> None:
+    """tqdm draws on a terminal only; a pty stands in for one."""
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(16000 * 20, np.float32), 16000)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real width
+    cmd = [sys.executable, "-m", "sat_audio", "tag", str(path), "-m", str(sat_t_checkpoint)]
+    with subprocess.Popen([*cmd, "-c", "0.5"], stdout=subprocess.DEVNULL, stderr=slave) as proc:
+        os.close(slave)
+        drawn = b""
+        while True:
+            try:
+                block = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not block:
+                break
+            drawn += block
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"long.wav:" in drawn and b"/40 [" in drawn, drawn[-300:]
+
+
+def test_tag_loads_a_model_by_url_with_a_progress_bar(
+    tmp_path: Path, noise_wav: Path, sat_t_checkpoint: Path
+) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / sat_t_checkpoint.name).write_bytes(sat_t_checkpoint.read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{sat_t_checkpoint.name}"
+        cache = tmp_path / "cache"
+        result = sat_audio("tag", str(noise_wav), "-m", url, "--model-dir", str(cache))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sat_t_checkpoint.name in result.stderr and "100%" in result.stderr, result.stderr
+    assert [p.name for p in cache.iterdir()] == [sat_t_checkpoint.name]
+    local = sat_audio("tag", str(noise_wav), "-m", str(sat_t_checkpoint)).stdout
+    assert result.stdout == local
+
+
+@pytest.mark.parametrize(
+    "command", [["tag", "{wav}", "-m", "SAT_T_1s"], ["models", "download", "SAT_T_1s"]]
+)
+def test_offline_error_says_what_to_fetch_from_where_to_where(
+    tmp_path: Path, noise_wav: Path, command: list[str]
+) -> None:
+    """No network (a proxy that refuses): one line naming the file, its URL and the folder."""
+    folder = tmp_path / "models"
+    env = os.environ | {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    env |= {"no_proxy": "", "NO_PROXY": ""}
+    argv = [a.format(wav=noise_wav) for a in command] + ["--model-dir", str(folder)]
+    result = subprocess.run(
+        [sys.executable, "-m", "sat_audio", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    url = "https://zenodo.org/record/7964975/files/SAT_T_stream1s_mAP_40_11.pt?download=1"
+    assert lines[0].startswith(f"sat-audio: error: cannot download {url} (")
+    assert lines[0].endswith(f"save it as {folder / 'SAT_T_stream1s_mAP_40_11.pt'}")
+    assert not folder.exists() or list(folder.iterdir()) == []

@@ -127,10 +127,34 @@ def test_bad_input(model: torch.nn.Module) -> None:
         engine.feed("default", np.zeros((10, 2), np.float32))
 
 
-def test_vit_chunk_longer_than_its_positions_is_an_error() -> None:
-    engine = Engine(random_model("audiotransformer_tiny"), 10.24)
-    engine.feed("default", audio(10.24, 0))
+@pytest.mark.parametrize("chunk_s", [10.23, 10.24, 10.2699])
+def test_vit_chunk_its_positions_cannot_hold_is_refused_up_front(chunk_s: float) -> None:
     with pytest.raises(
-        SatAudioError, match=r"at most 63 patch columns per piece, the chunk gives 64"
+        SatAudioError,
+        match=rf"audiotransformer_tiny cannot score {chunk_s} s chunks \(64 patch columns, at most "
+        r"63 fit\); use at most 10.22 s or at least 10.27 s$",
     ):
-        engine.drain()
+        Engine(random_model("audiotransformer_tiny"), chunk_s)
+
+
+@pytest.mark.parametrize("chunk_s", [10.0, 10.22, 10.27, 12.0])
+def test_vit_chunks_around_its_target_length_score(chunk_s: float) -> None:
+    engine = Engine(random_model("audiotransformer_tiny"), chunk_s)
+    engine.feed("default", audio(chunk_s, 0))
+    assert [r.scores.shape for r in engine.drain()] == [(527,)]
+
+
+def test_reset_keeping_memory_continues_the_stream(model: torch.nn.Module) -> None:
+    """As upstream inference.py runs several files: new clock, the same memory."""
+    first, second = audio(4, 1), audio(4, 2)
+    engine = Engine(model, 2.0)
+    engine.feed("default", first)
+    engine.drain()
+    engine.reset(keep_memory=True)
+    engine.feed("default", second)
+    again = engine.drain()
+    assert [(r.index, r.start_s) for r in again] == [(0, 0.0), (1, 2.0)]
+    continuous = run_single(model, np.concatenate([first, second]), 2.0)[2:]
+    np.testing.assert_array_equal(np.stack([r.scores for r in again]), np.stack(continuous))
+    fresh = run_single(model, second, 2.0)
+    assert np.abs(np.stack([r.scores for r in again]) - np.stack(fresh)).max() > 1e-4

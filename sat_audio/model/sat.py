@@ -5,13 +5,15 @@ past chunks (every block's inputs), a plain ViT has none. Quirks of upstream tha
 kept on purpose and marked "upstream:" so the public checkpoints score as they were trained.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sat_audio import SAMPLE_RATE
 from sat_audio.errors import SatAudioError
-from sat_audio.model.frontend import N_MELS, LogMel
+from sat_audio.model.frontend import HOP, N_MELS, LogMel, frames_for
 from sat_audio.model.registry import ModelSpec
 
 PATCH = 16
@@ -151,6 +153,23 @@ class AudioTransformer(nn.Module):
         if self.spec.streaming:
             return self._forward_stream(x, memory)
         return self._forward_vit(x), None
+
+    def check_chunk(self, samples: int) -> None:
+        """Raise before any audio arrives if chunks of this many samples cannot be scored."""
+        frames = frames_for(samples)
+        target = self.spec.target_frames
+        longest = target if self.spec.streaming else target + PATCH - 1
+        columns = (target if frames > longest else frames) // PATCH
+        limit = self.time_pos_embed.shape[-1]
+        if columns > limit:
+            # only a plain ViT gets here: frames just above its target still run as one piece.
+            below = math.floor(((limit + 1) * PATCH - 2) * HOP / SAMPLE_RATE * 100) / 100
+            above = math.ceil(longest * HOP / SAMPLE_RATE * 100) / 100
+            raise SatAudioError(
+                f"{self.spec.name} cannot score {samples / SAMPLE_RATE:g} s chunks "
+                f"({columns} patch columns, at most {limit} fit); use at most {below:g} s "
+                f"or at least {above:g} s"
+            )
 
     def silence_memory(self, batch: int = 1) -> torch.Tensor | None:
         """The memory after a memory-length of silence, where upstream inference starts."""
