@@ -5,6 +5,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from sat_audio import __version__
 from sat_audio.errors import SatAudioError
@@ -19,6 +20,13 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False) or "%(default)" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage mistake as one line and exit code 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"sat-audio: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _set_threads(threads: int | None) -> None:
@@ -48,7 +56,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
     labels = all_labels()
     waves = [(path, read_audio(path)) for path in args.files]
     for path, wave in waves:
-        engine.reset()
+        # upstream: inference.py primes the memory once and carries it from file to file.
+        engine.reset(keep_memory=True)
         if not args.json:
             print(f"===== {path!s:^20} =====")
         n_chunks = -(-wave.size // engine.chunk_samples)
@@ -141,6 +150,112 @@ def cmd_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Validate a configuration and print it as the listener sees it, secrets masked."""
+    from sat_audio.config import config_path, load_config, to_yaml
+
+    config = load_config(args.path)
+    found = config_path(args.path)
+    origin = str(found) if found is not None else "the embedded defaults"
+    print(f"# effective configuration from {origin} (secrets masked)")
+    print(to_yaml(config), end="")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Run the event rules on audio files and print each event's start and end."""
+    from dataclasses import asdict
+
+    from sat_audio import SAMPLE_RATE
+    from sat_audio.audio import read_audio
+    from sat_audio.config import load_config
+    from sat_audio.engine import Engine
+    from sat_audio.model.checkpoint import load_model
+    from sat_audio.rules import Detector
+
+    config = load_config(args.config)
+    if not config.detection.events:
+        raise SatAudioError("the configuration has no events under detection.events to detect")
+    _set_threads(config.model.threads)
+    model = load_model(args.model or config.model.name, directory=config.model.dir)
+    engine = Engine(model, config.model.chunk_seconds or model.spec.chunk_s)
+    waves = [(path, read_audio(path)) for path in args.files]
+    for path, wave in waves:
+        # Each recording is its own stream, starting from silence as the listener's does, so a
+        # file's events do not depend on which files were named before it.
+        engine.reset()
+        detector = Detector(
+            config.detection.events, config.detection.min_level_dbfs, source=path.name
+        )
+        if not args.json and len(waves) > 1:
+            print(f"===== {path} =====")
+        engine.feed("default", wave)
+        found = [t for chunk in engine.flush("default") for t in detector.update(chunk)]
+        found += detector.close(wave.size / SAMPLE_RATE)
+        for t in found:
+            if args.json:
+                print(json.dumps({"file": str(path), **asdict(t)}))
+            elif t.type == "start":
+                print(f"{t.start_s:8.2f}s  start  {t.event:<16} {t.label:<28} score {t.score:.3f}")
+            else:
+                print(
+                    f"{t.end_s:8.2f}s  end    {t.event:<16} {t.label:<28} "
+                    f"score {t.score:.3f}  peak {t.peak:.3f}  lasted {t.duration_s:.2f}s"
+                )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the listener: sources -> model -> event rules -> MQTT (or stdout without a broker)."""
+    import logging
+
+    from sat_audio.config import load_config
+    from sat_audio.listener import serve
+
+    config = load_config(args.config)
+    level = (args.log_level or config.logging.level).upper()
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return serve(config)
+
+
+def cmd_addon(args: argparse.Namespace) -> int:
+    """Run as the Home Assistant add-on: options.json and the Supervisor's MQTT broker."""
+    from sat_audio import addon
+
+    return addon.run(args.options, args.supervisor, args.data, args.health_file)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 if the add-on's listener is analysing audio, else 1 (Docker's HEALTHCHECK)."""
+    from sat_audio.addon import check_health
+
+    problem = check_health(args.file, args.stall)
+    print(problem or "healthy", file=sys.stderr if problem else sys.stdout)
+    return 1 if problem else 0  # Docker reserves exit code 2
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """List audio input devices for mic sources (index, name, host API, channels, rate)."""
+    from sat_audio.sources.mic import input_devices
+
+    devices = input_devices()
+    if not devices:
+        raise SatAudioError("no audio input devices found")
+    width = max(4, *(len(d.name) for d in devices))
+    print(f"{'index':>5}  {'name':<{width}}  {'host API':<12}{'channels':>8}  {'rate':>6}")
+    for d in devices:
+        mark = "  (default)" if d.is_default else ""
+        print(
+            f"{d.index:>5}  {d.name:<{width}}  {d.hostapi:<12}{d.channels:>8}"
+            f"  {d.default_rate:>6.0f}{mark}"
+        )
+    return 0
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -152,7 +267,7 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sat-audio",
         description="Home sound events from SAT streaming audio tagging.",
         formatter_class=_HelpFormatter,
@@ -195,6 +310,72 @@ def build_parser() -> argparse.ArgumentParser:
 
     labels = add("labels", cmd_labels)
     labels.add_argument("search", nargs="?", metavar="SEARCH", help="part of a name or mid")
+
+    add("devices", cmd_devices)
+
+    config = add("config", cmd_config)
+    config.add_argument("action", choices=["check"])
+    config.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        metavar="PATH",
+        help="configuration file (default: $SAT_AUDIO_CONFIG, ./config.yaml, built-in defaults)",
+    )
+
+    detect = add("detect", cmd_detect)
+    detect.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="wav, flac or ogg files"
+    )
+    detect.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default: $SAT_AUDIO_CONFIG, ./config.yaml, built-in defaults)",
+    )
+    detect.add_argument("-m", "--model", default=None, help="model instead of the config's")
+    detect.add_argument("--json", action="store_true", help="one JSON object per transition")
+
+    run = add("run", cmd_run)
+    run.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default: $SAT_AUDIO_CONFIG, ./config.yaml, built-in defaults)",
+    )
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
+        help="log detail on stderr (default: the config's logging.level, info)",
+    )
+
+    from sat_audio import addon
+
+    addon_cmd = add("addon", cmd_addon)
+    addon_cmd.add_argument(
+        "--options", type=Path, default=None, help="add-on options (default: DATA/options.json)"
+    )
+    addon_cmd.add_argument(
+        "--supervisor", default=addon.SUPERVISOR_URL, help="the Supervisor API's base URL"
+    )
+    addon_cmd.add_argument(
+        "--data", type=Path, default=addon.DATA_DIR, help="persistent folder (models go in it)"
+    )
+    addon_cmd.add_argument(
+        "--health-file", type=Path, default=addon.HEALTH_FILE, help="heartbeat file to write"
+    )
+
+    health = add("health", cmd_health)
+    health.add_argument("--file", type=Path, default=addon.HEALTH_FILE, help="heartbeat file")
+    health.add_argument(
+        "--stall",
+        type=_positive_float,
+        default=addon.STALL_S,
+        help="seconds without analysed audio that count as unhealthy",
+    )
     return parser
 
 

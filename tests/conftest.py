@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.broker import Broker, Certs, make_certs
 from tests.checkpoints import random_model, save_upstream, upstream_name
 
 
@@ -25,3 +26,18 @@ def noise_wav(tmp_path: Path) -> Path:
     path = tmp_path / "noise.wav"
     sf.write(path, np.stack([left, right], axis=1).astype(np.float32), rate, subtype="PCM_16")
     return path
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A real mosquitto on a free 127.0.0.1 port, anonymous access, stopped after the test."""
+    server = Broker(tmp_path / "broker")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mqtt_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    return make_certs(tmp_path_factory.mktemp("certs"))

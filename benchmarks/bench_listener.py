@@ -1,0 +1,140 @@
+"""`sat-audio run` as a user runs it: detection latency, CPU and peak RSS on a real-time source.
+
+A real mosquitto and a real-time, looping file source; the test checkpoint's head always says
+"Bark" and a volume gate makes the event follow the loud seconds of the wav (random weights cost
+what trained ones do). Latency is measured per start message: from the end of the chunk that
+crossed the threshold (the transition's `start` + one chunk, in the listener's wall-clock mapping)
+to the message's arrival at a subscriber of the broker. The real-time file source hands out each
+block when the span it covers begins, a microphone when it ends; so the chunk's last block reaches
+the listener one block (0.1 s) before the chunk's end, and the figure a microphone would show is
+the raw one plus one block. Both are printed.
+
+Run from the repository root: .venv/bin/python benchmarks/bench_listener.py [--seconds 60]
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import psutil
+import soundfile as sf
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.broker, tests.checkpoints
+
+from sat_audio.labels import find
+from tests.broker import Broker, Subscriber
+from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
+
+RATE = 16000
+BLOCK_S = 0.1
+"""The sources' default block length."""
+
+
+def make_wav(path: Path, chunk_s: float) -> Path:
+    """Repeats: three quiet chunks, one loud chunk (aligned to chunk boundaries)."""
+    n = round(chunk_s * RATE)
+    t = np.arange(n) / RATE
+    loud = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    quiet = (0.001 * np.random.default_rng(0).standard_normal(n)).astype(np.float32)
+    sf.write(path, np.concatenate([quiet, quiet, quiet, loud]), RATE)
+    return path
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="streaming time measured")
+    parser.add_argument("--chunk", type=float, default=2.0, help="chunk length in seconds")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_listener_"))
+    model = fire_label(random_model("SAT_T_2s", seed=0), find("Bark").index)
+    checkpoint = save_upstream(model, folder / upstream_name("SAT_T_2s"))
+    wav = make_wav(folder / "pattern.wav", args.chunk)
+    broker = Broker(folder / "broker")
+    broker.start()
+    config = {
+        "listener": {"id": "bench", "name": "Benchmark"},
+        "model": {"name": str(checkpoint), "chunk_seconds": args.chunk, "threads": args.threads},
+        "sources": [
+            {
+                "name": "mic",
+                "kind": "file",
+                "path": str(wav),
+                "realtime": True,
+                "loop": True,
+                "block_seconds": BLOCK_S,
+            }
+        ],
+        "detection": {
+            "min_level_dbfs": -40,
+            "events": {
+                "dog": {"labels": ["Bark"], "on_threshold": 0.5, "off_threshold": 0.3, "hold_s": 0}
+            },
+        },
+        "mqtt": {"host": broker.host, "port": broker.port},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    sub = Subscriber(broker, ("sat_audio/bench/#",)).start()
+    cmd = [sys.executable, "-m", "sat_audio", "run", "-c", str(folder / "config.yaml")]
+    launched = time.monotonic()
+    with (folder / "stderr.txt").open("wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+    ps = psutil.Process(proc.pid)
+    try:
+        sub.wait_for(lambda: sub.on("sat_audio/bench/info"), 60, "the listener's info")
+        startup_s = time.monotonic() - launched
+        cpu0, wall0 = ps.cpu_times(), time.monotonic()
+        n0 = len(sub.on("sat_audio/bench/event/dog"))
+        time.sleep(args.seconds)
+        cpu1, wall1 = ps.cpu_times(), time.monotonic()
+        rss = peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        code = proc.wait(30)
+        sub.stop()
+        broker.stop()
+    cpu_pct = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (wall1 - wall0)
+    latencies = []
+    for m in sub.on("sat_audio/bench/event/dog")[n0:]:
+        p = json.loads(m.payload)
+        if p["type"] == "start":
+            chunk_end = datetime.fromisoformat(p["start"]).timestamp() + args.chunk
+            latencies.append((m.at - chunk_end) * 1000)
+    if not latencies:
+        raise SystemExit(f"no detections; see {folder / 'stderr.txt'}")
+    latencies.sort()
+    p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
+    print(f"command: {' '.join(cmd)}")
+    print(f"SAT_T_2s, {args.chunk} s chunks, {args.threads} thread(s), real-time file source")
+    print(f"startup to first info: {startup_s:.1f} s; exit code after SIGTERM: {code}")
+    block_ms = BLOCK_S * 1000
+    for what, shift in (("raw (file pacing)", 0.0), ("as from a microphone", block_ms)):
+        print(
+            f"detection latency {what}, {len(latencies)} detections: median "
+            f"{statistics.median(latencies) + shift:.0f} ms, p95 {p95 + shift:.0f} ms, "
+            f"max {latencies[-1] + shift:.0f} ms"
+        )
+    print(f"CPU over {wall1 - wall0:.0f} s of streaming: {cpu_pct:.1f} % of one core")
+    print(f"peak RSS: {rss:.0f} MB")
+    shutil.rmtree(folder)
+
+
+if __name__ == "__main__":
+    main()

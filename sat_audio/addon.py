@@ -1,0 +1,450 @@
+"""Home Assistant add-on mode: the add-on's options and the Supervisor's broker, as a Config.
+
+The Supervisor writes what the user set in the add-on's UI to /data/options.json and hands the
+add-on a token (SUPERVISOR_TOKEN) for its services API, where `services: [mqtt:need]` lets it
+read the broker's address and credentials. Everything here turns those two into the listener's
+own configuration, with one-line errors that name the option or say what the broker lacks.
+"""
+
+import json
+import logging
+import math
+import os
+import re
+import signal
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from sat_audio import __version__
+from sat_audio.config import Config, ConfigError, parse_config, to_dict
+from sat_audio.errors import SatAudioError
+from sat_audio.labels import all_labels, find
+from sat_audio.model.registry import registry
+
+if TYPE_CHECKING:
+    from sat_audio.listener import Listener
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path("/data")
+"""The add-on's persistent folder: options.json and the downloaded checkpoints live here."""
+SUPERVISOR_URL = "http://supervisor"
+TOKEN_ENV = "SUPERVISOR_TOKEN"
+HEALTH_FILE = Path("/tmp/sat_audio/health.json")
+"""The heartbeat add-on mode writes and `sat-audio health` (Docker's HEALTHCHECK) reads."""
+BEAT_S = 5.0
+"""How often the heartbeat is written."""
+STALE_S = 30.0
+"""A heartbeat older than this means the listener process is gone or frozen."""
+STALL_S = 60.0
+"""Listening but no chunk analysed for this long means no audio is coming through."""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+SLUG = re.compile(r"^[a-z0-9_]+$")
+TOPIC_PREFIX = re.compile(r"^[^#+/]([^#+]*[^#+/])?$")
+"""An MQTT topic level or path: no wildcards, no leading or trailing /."""
+
+
+def streaming_models() -> tuple[str, ...]:
+    """The models offered in the UI: the streaming variants (plain ViTs forget between chunks,
+    so their scores flicker, which is what alerting cannot use)."""
+    return tuple(name for name, spec in registry().items() if spec.streaming)
+
+
+class BrokerError(SatAudioError):
+    """The Supervisor gave no usable MQTT broker."""
+
+
+def read_options(path: Path) -> dict[str, Any]:
+    """The add-on options the Supervisor wrote, as a dict."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"add-on options {path} not found; add-on mode runs inside Home Assistant"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"add-on options {path} are not readable JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"add-on options {path} hold {type(data).__name__}, not an object")
+    return data
+
+
+def fetch_mqtt_service(base_url: str, token: str | None, timeout: float = 10.0) -> dict[str, Any]:
+    """The broker the Supervisor's services API names: host, port, ssl, username, password."""
+    if not token:
+        raise BrokerError(
+            f"{TOKEN_ENV} is not set, so the Supervisor cannot be asked for the MQTT broker; "
+            "add-on mode runs only inside Home Assistant"
+        )
+    url = base_url.rstrip("/") + "/services/mqtt"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as err:
+        raise BrokerError(_refusal(err.code, err.read())) from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise BrokerError(f"cannot reach the Supervisor at {base_url} ({reason})") from None
+    try:
+        answer = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BrokerError("the Supervisor's MQTT service answer is not JSON") from None
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, dict) or not data.get("host") or not data.get("port"):
+        raise BrokerError("the Supervisor's MQTT service answer names no broker host and port")
+    return data
+
+
+def _refusal(status: int, body: bytes) -> str:
+    """One line saying why the Supervisor refused, with its own message when it sent one."""
+    try:
+        message = json.loads(body).get("message") or ""
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        message = ""
+    said = f" (Supervisor: {message})" if message else ""
+    if status == 400:
+        return (
+            "no MQTT broker is available: install and start the Mosquitto broker add-on, "
+            f"then restart this add-on{said}"
+        )
+    if status in (401, 403):
+        return f"the Supervisor refused the MQTT service to this add-on (HTTP {status}){said}"
+    if status == 404:
+        return f"the Supervisor has no MQTT service (HTTP 404){said}"
+    return f"the Supervisor answered HTTP {status} for the MQTT service{said}"
+
+
+def _fail(option: str, problem: str) -> ConfigError:
+    return ConfigError(f"option '{option}': {problem}")
+
+
+def _number(value: Any, option: str, low: float, high: float) -> float | None:
+    """An optional number within [low, high], as the schema's float(low,high) says."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(option, f"must be a number, got {value!r}")
+    if not low <= value <= high:
+        raise _fail(option, f"must be between {low:g} and {high:g}, got {value:g}")
+    return float(value)
+
+
+def _text(value: Any, option: str) -> str | None:
+    """An optional text option; empty text counts as not set."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise _fail(option, f"must be text, got {value!r}")
+    return value.strip()
+
+
+def _whole(value: Any, option: str, low: int, high: int) -> int:
+    """A whole number within [low, high], as the schema's int(low,high) says."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(option, f"must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _choice(value: Any, option: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise _fail(option, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _slug(value: Any, option: str) -> str:
+    if not isinstance(value, str) or not SLUG.match(value):
+        raise _fail(option, f"must be lower-case letters, digits and _, got {value!r}")
+    return value
+
+
+def split_labels(text: str) -> list[str]:
+    """AudioSet names from comma-separated text, keeping names that hold commas whole.
+
+    "Glass, Shatter" is two labels, "Water tap, faucet" one: from each piece on, the longest run
+    of pieces that names a label wins. No piece of a name with commas is itself a label, so a
+    list reads only one way. A piece that starts no label is an error naming close labels.
+    """
+    names = {lab.name.casefold() for lab in all_labels()}
+    pieces = [p.strip() for p in text.split(",")]
+    found: list[str] = []
+    i = 0
+    while i < len(pieces):
+        j = next(
+            (j for j in range(len(pieces), i, -1) if ", ".join(pieces[i:j]).casefold() in names),
+            i + 1,
+        )
+        if not pieces[i]:
+            raise SatAudioError(f"empty label name in {text!r}")
+        name = find(", ".join(pieces[i:j])).name  # canonical spelling; mids work too
+        if name in found:
+            raise SatAudioError(f"{name!r} is listed twice")
+        found.append(name)
+        i = j
+    return found
+
+
+def event_id(name: str) -> str:
+    """The id an event gets from its name when none is set: "Glass breaking" -> glass_breaking."""
+    return re.sub(r"[^a-z0-9]+", "_", name.casefold()).strip("_")
+
+
+EVENT_NUMBERS = {
+    "on_threshold": (0.0, 1.0),
+    "off_threshold": (0.0, 1.0),
+    "min_duration_s": (0.0, 3600.0),
+    "hold_s": (0.0, 3600.0),
+    "cooldown_s": (0.0, 86400.0),
+}
+"""The numeric fields of an event, with the bounds config.yaml's schema gives them."""
+SMOOTHING = ("ema", "median")
+
+
+def _event(event: Any, where: str) -> tuple[str, dict[str, Any]]:
+    """One entry of the events option: its id and the listener's rules for it."""
+    if not isinstance(event, dict):
+        raise _fail(where, f"must be a mapping, got {event!r}")
+    name = _text(event.get("name"), f"{where}.name")
+    if name is None:
+        raise _fail(f"{where}.name", "is required")
+    key = event_id(name) if event.get("id") is None else _slug(event["id"], f"{where}.id")
+    if not key:
+        raise _fail(f"{where}.id", f"name {name!r} gives no id; set one (like glass_breaking)")
+    where = f"{where} ({key})"
+    labels = _text(event.get("labels"), f"{where}.labels")
+    if labels is None:
+        raise _fail(f"{where}.labels", "is required: AudioSet names, separated by commas")
+    try:
+        rules: dict[str, Any] = {"name": name, "labels": split_labels(labels)}
+    except SatAudioError as err:
+        raise _fail(f"{where}.labels", str(err)) from None
+    for field, (low, high) in EVENT_NUMBERS.items():
+        value = _number(event.get(field), f"{where}.{field}", low, high)
+        if value is not None:
+            rules[field] = value
+    if "on_threshold" not in rules or rules["on_threshold"] == 0:
+        raise _fail(f"{where}.on_threshold", "is required: a score above 0 and at most 1")
+    off = rules.get("off_threshold")
+    if off is not None and not 0 < off < rules["on_threshold"]:
+        raise _fail(
+            f"{where}.off_threshold",
+            f"must be above 0 and below on_threshold {rules['on_threshold']:g}, got {off:g}",
+        )
+    if event.get("smoothing") is not None:
+        rules["smoothing"] = _choice(event["smoothing"], f"{where}.smoothing", SMOOTHING)
+    if event.get("smoothing_chunks") is not None:
+        chunks = _whole(event["smoothing_chunks"], f"{where}.smoothing_chunks", 1, 100)
+        rules["smoothing_chunks"] = chunks
+    return key, rules
+
+
+def _events(value: Any) -> dict[str, dict[str, Any]]:
+    """The events option (a list in the UI) as the config's mapping of event id to rules."""
+    if not isinstance(value, list) or not value:
+        raise _fail("events", "set at least one event")
+    table: dict[str, dict[str, Any]] = {}
+    for i, event in enumerate(value):
+        key, rules = _event(event, f"events[{i}]")
+        if key in table:
+            raise _fail(f"events[{i}]", f"id {key!r} is used by an earlier event")
+        table[key] = rules
+    return table
+
+
+def _source(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A camera stream through ffmpeg when stream_url is set, else the add-on's audio input."""
+    device = _text(options.get("device"), "device")
+    url = _text(options.get("stream_url"), "stream_url")
+    if url and device:
+        raise _fail("stream_url", "set either device or stream_url, not both")
+    if url:
+        return {"name": "stream", "kind": "ffmpeg", "url": url}
+    mic: dict[str, Any] = {"name": "mic", "kind": "mic"}
+    if device:
+        mic["device"] = int(device) if device.isdigit() else device
+    return mic
+
+
+def options_dict(options: Mapping[str, Any], data_dir: Path = DATA_DIR) -> dict[str, Any]:
+    """The listener configuration (config.yaml's layout) these options set, broker aside.
+
+    An optional option left empty means what it says (no volume gate, the model's own chunk
+    length), not the listener's config.yaml default: the add-on's defaults are its options.
+    """
+    prefix = options.get("topic_prefix")
+    if not isinstance(prefix, str) or not TOPIC_PREFIX.match(prefix):
+        raise _fail(
+            "topic_prefix", f"must be an MQTT topic without #, + or an outer /, got {prefix!r}"
+        )
+    return {
+        "listener": {"id": _slug(options.get("listener_id"), "listener_id")},
+        "model": {
+            "name": _choice(options.get("model"), "model", streaming_models()),
+            "dir": str(data_dir / "models"),
+            "chunk_seconds": _number(options.get("chunk_seconds"), "chunk_seconds", 0.16, 10),
+            "threads": _whole(options.get("threads"), "threads", 1, 8),
+        },
+        "sources": [_source(options)],
+        "detection": {
+            "min_level_dbfs": _number(options.get("min_level_dbfs"), "min_level_dbfs", -120, 0),
+            "events": _events(options.get("events")),
+        },
+        "mqtt": {"topic_prefix": prefix},
+        "logging": {"level": _choice(options.get("log_level"), "log_level", LOG_LEVELS)},
+    }
+
+
+def with_broker(config: dict[str, Any], broker: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration with the Supervisor's broker filled in (TLS when it says ssl)."""
+    mqtt = {**config["mqtt"], "host": str(broker["host"]), "port": int(broker["port"])}
+    for key in ("username", "password"):
+        if broker.get(key):
+            mqtt[key] = str(broker[key])
+    if broker.get("ssl"):
+        mqtt["tls"] = True
+    return {**config, "mqtt": mqtt}
+
+
+def _literal(value: Any) -> Any:
+    """Every string escaped so the listener's ${VAR} expansion leaves it as it is."""
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value.replace("${", "$${") if isinstance(value, str) else value
+
+
+def to_config(config: dict[str, Any]) -> Config:
+    """The listener's Config; what its own checks still reject is reported as an option problem.
+
+    Nothing in the add-on's options or the broker's password is an ${ENV_VAR} reference.
+    """
+    try:
+        return parse_config(_literal(config))
+    except ConfigError as err:
+        raise ConfigError(f"add-on options: {err}") from None
+
+
+def describe(config: Config) -> str:
+    """One start-up line: what listens to what and where it publishes (never a password)."""
+    source = to_dict(config)["sources"][0]  # a stream URL's password masked
+    device = "default" if source["device"] is None else source["device"]
+    heard = source["url"] or f"audio input {device}"
+    mqtt = config.mqtt
+    broker = "no broker" if mqtt is None else f"{mqtt.host}:{mqtt.port}"
+    user = f" as {mqtt.username}" if mqtt is not None and mqtt.username else ""
+    events = ", ".join(e.key for e in config.detection.events)
+    return (
+        f"listener {config.listener.id}: model {config.model.name} from {config.model.dir}, "
+        f"{heard}, events {events}; MQTT {broker}{user}"
+    )
+
+
+def load(
+    options_path: Path | None = None,
+    supervisor_url: str = SUPERVISOR_URL,
+    data_dir: Path = DATA_DIR,
+    token: str | None = None,
+) -> Config:
+    """Options first (a bad option is the user's to fix), then the broker from the Supervisor."""
+    options = options_dict(read_options(options_path or data_dir / "options.json"), data_dir)
+    broker = fetch_mqtt_service(supervisor_url, token or os.environ.get(TOKEN_ENV))
+    return to_config(with_broker(options, broker))
+
+
+class Heartbeat(threading.Thread):
+    """Writes, every few seconds, whether the listener is still analysing audio.
+
+    Progress is the chunk counter moving; a paused listener (the privacy switch) counts as
+    progressing, since it reads audio on purpose without analysing it.
+    """
+
+    def __init__(self, listener: "Listener", path: Path, stop: threading.Event) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.listener = listener
+        self.path = path
+        self.stop = stop
+        self._chunks = -1
+        self._progress = time.time()
+
+    def run(self) -> None:
+        while True:
+            self.beat()
+            if self.stop.wait(BEAT_S):
+                return
+
+    def beat(self) -> None:
+        now = time.time()
+        chunks, listening = self.listener.chunks, self.listener.listening
+        if chunks != self._chunks or not listening:
+            self._chunks, self._progress = chunks, now
+        state = {"v": 1, "time": now, "progress": self._progress, "chunks": chunks}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".health.")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump({**state, "listening": listening}, out)
+        os.replace(tmp, self.path)  # a reader never sees half a file
+
+
+def check_health(path: Path = HEALTH_FILE, stall_s: float = STALL_S) -> str | None:
+    """What is wrong with the listener according to its heartbeat, or None when it is healthy."""
+    try:
+        beat = json.loads(path.read_text(encoding="utf-8"))
+        written, progress, chunks = float(beat["time"]), float(beat["progress"]), beat["chunks"]
+    except FileNotFoundError:
+        return f"no heartbeat at {path}: the listener is not running (or still starting)"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"heartbeat {path} is unreadable ({err})"
+    now = time.time()
+    if now - written > STALE_S:
+        return f"the last heartbeat is {now - written:.0f} s old: the listener is not running"
+    if now - progress > stall_s:
+        return f"no audio analysed for {now - progress:.0f} s ({chunks} chunks in all)"
+    return None
+
+
+def _log_inputs() -> None:
+    """At debug level, the input devices the device option can name."""
+    from sat_audio.sources.mic import input_devices
+
+    for device in input_devices():
+        default = " (default)" if device.is_default else ""
+        log.debug("input device %d: %s%s", device.index, device.name, default)
+
+
+def run(
+    options_path: Path | None = None,
+    supervisor_url: str = SUPERVISOR_URL,
+    data_dir: Path = DATA_DIR,
+    health_file: Path = HEALTH_FILE,
+) -> int:
+    """Add-on mode: configure from the options and the Supervisor, then listen until stopped."""
+    config = load(options_path, supervisor_url, data_dir)
+    level = config.logging.level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if level != "DEBUG":  # as `sat-audio run`: paho's own lines only when debugging
+        logging.getLogger("paho.mqtt").setLevel(logging.WARNING)
+    log.info("SAT Audio %s add-on: %s", __version__, describe(config))
+    if config.sources[0].kind == "mic" and log.isEnabledFor(logging.DEBUG):
+        _log_inputs()
+    from sat_audio.listener import Listener
+
+    listener = Listener(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    health_file.parent.mkdir(parents=True, exist_ok=True)
+    Heartbeat(listener, health_file, stop).start()
+    return listener.run(stop)

@@ -1,0 +1,341 @@
+"""The listener service: sources -> batched engine -> event rules -> publisher.
+
+One engine scores every source's stream in one batched pass; each source has its own Detector.
+Stream time is mapped to the wall clock at the moment the source (re)starts being analysed.
+"""
+
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+import torch
+
+from sat_audio.config import Config
+from sat_audio.engine import ChunkResult, Engine
+from sat_audio.labels import all_labels
+from sat_audio.model.checkpoint import load_model
+from sat_audio.publish.base import Publisher
+from sat_audio.publish.protocol import (
+    Payload,
+    PublishedEvent,
+    Topics,
+    discovery_configs,
+    event_key,
+    info_payload,
+    scores_payload,
+    source_entry,
+    transition_payload,
+)
+from sat_audio.publish.stdout import StdoutPublisher
+from sat_audio.rules import Detector, Transition
+from sat_audio.sources import open_source
+from sat_audio.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 0.1
+"""How long the loop waits for audio before looking at commands and health again."""
+MAX_BLOCKS_PER_TURN = 100
+INFO_MIN_INTERVAL_S = 5.0
+"""Source health changes re-publish info at most this often."""
+SHUTDOWN_FLUSH_S = 5.0
+"""How long shutdown waits for the broker to acknowledge what is queued."""
+
+
+@dataclass
+class _Stream:
+    """One source and its place in the pipeline."""
+
+    source: Source
+    detector: Detector
+    anchor: float  # wall-clock time of stream second 0
+    last_end_s: float = 0.0
+    finished: bool = False
+    next_live: float = 0.0  # monotonic time the next scores/level may go out
+
+
+def make_publisher(config: Config, topics: Topics, events: list[PublishedEvent]) -> Publisher:
+    """MQTT when a broker is configured, else JSON lines on stdout."""
+    if config.mqtt is None:
+        return StdoutPublisher()
+    from sat_audio.publish.mqtt import MqttPublisher
+
+    discovery = (
+        discovery_configs(
+            topics,
+            discovery_prefix=config.mqtt.discovery_prefix,
+            name=config.listener.name,
+            model=config.model.name,
+            events=events,
+            sources=[s.name for s in config.sources],
+        )
+        if config.mqtt.discovery
+        else None
+    )
+    return MqttPublisher(config.mqtt, topics, discovery)
+
+
+class Listener:
+    """Runs the pipeline until stopped or until every (finite) source has ended."""
+
+    def __init__(self, config: Config, publisher: Publisher | None = None) -> None:
+        self.config = config
+        names = [s.name for s in config.sources]
+        self.events: list[PublishedEvent] = []
+        self._keys: dict[tuple[str, str], str] = {}
+        for src in names:
+            for e in config.detection.events:
+                key = event_key(src, e.key, len(names))
+                self._keys[(src, e.key)] = key
+                name = e.name if len(names) == 1 else f"{e.name} ({src})"
+                self.events.append(
+                    PublishedEvent(key, src, name, e.labels, e.on_threshold, e.off_threshold)
+                )
+        topics = Topics(
+            config.mqtt.topic_prefix if config.mqtt else "sat_audio", config.listener.id
+        )
+        self.publisher = publisher or make_publisher(config, topics, self.events)
+        self.listening = True
+        self.chunks = 0
+        self.transitions = 0
+        self._commands: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._streams: dict[str, _Stream] = {}
+        self._labels = [lab.name for lab in all_labels()]
+        self._live_level = config.mqtt is not None and (
+            config.publishing.scores or config.mqtt.discovery
+        )
+        self._started = time.time()
+        self.chunk_s = config.model.chunk_seconds or 0.0
+        self.model_name = config.model.name
+        self._info_sig: tuple[bool, list[Payload], int] | None = None
+        self._info_at = 0.0
+
+    # -- commands from the publisher's thread -------------------------------------------------
+
+    def command_listening(self, on: bool) -> None:
+        """The privacy switch; applied by the main loop."""
+        self._commands.put(on)
+
+    # -- main loop ------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        cfg = self.config
+        torch.set_num_threads(cfg.model.threads)
+        model = load_model(cfg.model.name, directory=cfg.model.dir)
+        chunk_s = cfg.model.chunk_seconds or model.spec.chunk_s
+        self.chunk_s = chunk_s
+        self.model_name = model.spec.name
+        engine = Engine(model, chunk_s, [s.name for s in cfg.sources])
+        sources = [open_source(s) for s in cfg.sources]
+        where = (
+            f"MQTT {cfg.mqtt.host}:{cfg.mqtt.port} as {cfg.listener.id}"
+            if cfg.mqtt
+            else "stdout (no broker configured)"
+        )
+        log.info(
+            "model %s, %.2f s chunks; sources %s; events %s; publishing to %s",
+            self.model_name,
+            chunk_s,
+            ", ".join(f"{s.name} ({s.kind})" for s in sources),
+            ", ".join(e.key for e in self.events) or "none",
+            where,
+        )
+        self.publisher.start(self.command_listening)
+        self.publisher.listening(True)
+        for ev in self.events:
+            self.publisher.state(ev.key, False)
+        try:
+            for src in sources:
+                src.start()
+                self._streams[src.name] = _Stream(src, self._detector(src.name), time.time())
+            self._publish_info(force=True)
+            self._loop(engine, stop)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _detector(self, source: str) -> Detector:
+        return Detector(
+            self.config.detection.events, self.config.detection.min_level_dbfs, source=source
+        )
+
+    def _loop(self, engine: Engine, stop: threading.Event) -> None:
+        timeout = READ_TIMEOUT_S / max(1, len(self._streams))
+        while not stop.is_set():
+            self._apply_commands(engine)
+            for name, st in self._streams.items():
+                if st.finished:
+                    continue
+                block = st.source.read(timeout)
+                n = 0
+                while block is not None:
+                    if self.listening:
+                        engine.feed(name, block)
+                    n += 1
+                    block = st.source.read(0.0) if n < MAX_BLOCKS_PER_TURN else None
+                if n == 0 and st.source.finished:
+                    st.finished = True
+                    log.info("source %s finished", name)
+                    self._process(engine.flush(name) if self.listening else [])
+                    self._end_open(st)
+            self._process(engine.drain())
+            self._publish_info()
+            if all(st.finished for st in self._streams.values()):
+                log.info("every source has ended; stopping")
+                return
+
+    def _process(self, results: list[ChunkResult]) -> None:
+        now = time.monotonic()
+        for chunk in results:
+            st = self._streams[chunk.stream]
+            st.last_end_s = chunk.end_s
+            self.chunks += 1
+            for t in st.detector.update(chunk):
+                self._emit(st, t)
+            if now >= st.next_live:
+                st.next_live = now + 1.0 / self.config.publishing.rate_hz
+                wall = st.anchor + chunk.end_s
+                if self.config.publishing.scores:
+                    self.publisher.scores(self._scores(chunk, wall))
+                if self._live_level:
+                    self.publisher.level(chunk.stream, chunk.level_dbfs)
+
+    def _scores(self, chunk: ChunkResult, wall: float) -> Payload:
+        return scores_payload(
+            source=chunk.stream,
+            wall=wall,
+            level_dbfs=chunk.level_dbfs,
+            scores=chunk.scores,
+            names=self._labels,
+            top_k=self.config.publishing.top_k,
+        )
+
+    def _emit(self, st: _Stream, t: Transition) -> None:
+        key = self._keys[(st.source.name, t.event)]
+        payload = transition_payload(
+            transition_id=t.id,
+            kind=t.type,
+            event=key,
+            source=st.source.name,
+            label=t.label,
+            score=t.score,
+            peak=t.peak,
+            start_wall=st.anchor + t.start_s,
+            end_wall=None if t.end_s is None else st.anchor + t.end_s,
+            duration_s=t.duration_s,
+        )
+        self.transitions += 1
+        log.info("%s %s: %s score %.2f peak %.2f", key, t.type, t.label, t.score, t.peak)
+        self.publisher.transition(key, payload)
+        self.publisher.state(key, t.type == "start")
+
+    def _end_open(self, st: _Stream) -> None:
+        """End the stream's open events at the last analysed moment."""
+        for t in st.detector.close(st.last_end_s):
+            self._emit(st, t)
+
+    def _apply_commands(self, engine: Engine) -> None:
+        while True:
+            try:
+                on = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if on != self.listening:
+                if on:
+                    # Fresh memory, fresh rules, stream time restarting now.
+                    for name, st in self._streams.items():
+                        st.detector = self._detector(name)
+                        st.anchor = time.time()
+                        st.last_end_s = 0.0
+                    log.info("listening resumed")
+                else:
+                    for name, st in self._streams.items():
+                        self._end_open(st)
+                        engine.reset(name)
+                    log.info("listening paused: audio is read and discarded, not analysed")
+                self.listening = on
+            self.publisher.listening(self.listening)
+            self._publish_info(force=True)
+
+    # -- info -------------------------------------------------------------------------------
+
+    def _source_entries(self) -> list[Payload]:
+        entries = []
+        for st in self._streams.values():
+            s = st.source.status()
+            entries.append(
+                source_entry(
+                    st.source.name,
+                    st.source.kind,
+                    s.state,
+                    s.overflows,
+                    s.dropped_s,
+                    s.reconnects,
+                    s.error,
+                )
+            )
+        return entries
+
+    def _publish_info(self, *, force: bool = False) -> None:
+        """Re-publish info when health changed, at most every INFO_MIN_INTERVAL_S."""
+        now = time.monotonic()
+        if not force and now - self._info_at < INFO_MIN_INTERVAL_S:
+            return
+        sources = self._source_entries()
+        sig = (self.listening, sources, self.publisher.dropped)
+        if not force and sig == self._info_sig:
+            return
+        before = {e["name"]: e["state"] for e in self._info_sig[1]} if self._info_sig else {}
+        for entry in sources:
+            if entry["state"] != before.get(entry["name"], "ok"):
+                log.warning("source %s is %s: %s", entry["name"], entry["state"], entry["error"])
+        self._info_sig, self._info_at = sig, now
+        self.publisher.info(
+            info_payload(
+                listener_id=self.config.listener.id,
+                name=self.config.listener.name,
+                model=self.model_name,
+                chunk_s=self.chunk_s,
+                listening=self.listening,
+                started=self._started,
+                sources=sources,
+                events=self.events,
+                counters={
+                    "chunks": self.chunks,
+                    "transitions": self.transitions,
+                    "mqtt_dropped": self.publisher.dropped,
+                    "mqtt_queued": self.publisher.queued,
+                },
+            )
+        )
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Open events end, every state goes OFF, status goes offline, the queue flushes."""
+        for st in self._streams.values():
+            st.source.stop()
+        for st in self._streams.values():
+            if not st.finished:
+                self._end_open(st)
+        for ev in self.events:
+            self.publisher.state(ev.key, False)
+        if self.publisher.close(SHUTDOWN_FLUSH_S):
+            log.info("stopped cleanly")
+
+
+def serve(config: Config) -> int:
+    """Run the listener in the foreground; SIGINT and SIGTERM stop it cleanly (exit 0)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return Listener(config).run(stop)

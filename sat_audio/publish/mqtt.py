@@ -1,0 +1,326 @@
+"""MQTT publisher (paho-mqtt 2.x) that loses no transition short of its queue bound.
+
+Delivery rules (docs/protocol.md, "Delivery"):
+- Retained topics (status, info, listening, event states, discovery) keep only their latest value
+  here and are all re-published after every connect, so the broker always ends on the truth.
+- Transitions are QoS 1. While the connection is down they wait in a bounded queue (oldest dropped
+  past `mqtt.queue_size`, counted and logged) and go out in order after the reconnect.
+- After a reconnect paho first re-sends what was in flight when the link died; our queue and the
+  retained values follow only once those are acknowledged, so an old value never lands last.
+- Scores and levels are QoS 0 and only sent while connected: they are stale a second later.
+"""
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from sat_audio.config import MqttConfig
+from sat_audio.errors import SatAudioError
+from sat_audio.publish.base import ListeningCallback, Publisher
+from sat_audio.publish.protocol import (
+    OFF,
+    OFFLINE,
+    ON,
+    ONLINE,
+    Payload,
+    Topics,
+    discovery_filter,
+    level_payload,
+    parse_switch,
+)
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+"""Reconnect backoff: doubles from the minimum up to this cap."""
+
+
+def _dumps(payload: Payload) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+class MqttPublisher(Publisher):
+    """Publishes one listener's topics to one broker, reconnecting in the background."""
+
+    def __init__(
+        self, cfg: MqttConfig, topics: Topics, discovery: dict[str, Payload] | None = None
+    ) -> None:
+        self._cfg = cfg
+        self._topics = topics
+        self._discovery = {t: _dumps(p) for t, p in (discovery or {}).items()}
+        self._discovery_filter = discovery_filter(cfg.discovery_prefix, topics.listener_id)
+        self._lock = threading.Lock()
+        self._retained: dict[str, str] = {topics.status: ONLINE, **self._discovery}
+        self._queue: deque[tuple[str, str]] = deque()
+        self._dropped = 0
+        self._handed: set[int] = set()  # QoS 1 mids given to paho, not yet acknowledged
+        self._acked: set[int] = set()
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()  # filled by paho's thread
+        self._cleanup: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._connected = False
+        self._generation = 0  # successful connects so far
+        self._flushed = 0  # the generation whose retained values and queue went out
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._restored = False
+        self._problem: str | None = None
+        self._on_listening: ListeningCallback = lambda on: None
+        self._flusher = threading.Thread(target=self._flush_loop, name="mqtt-flush", daemon=True)
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self._cfg
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id or f"sat-audio-{self._topics.listener_id}",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            # paho's own lines only when debugging: at other levels it repeats an error line per
+            # reconnect attempt, and our own log says what matters once.
+            client.enable_logger(logging.getLogger("paho.mqtt"))
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls is not None:
+            try:
+                client.tls_set(ca_certs=cfg.tls.ca, certfile=cfg.tls.cert, keyfile=cfg.tls.key)
+            except (OSError, ValueError) as err:
+                raise SatAudioError(f"mqtt.tls: cannot load the certificates: {err}") from None
+            client.tls_insecure_set(cfg.tls.insecure)
+        client.will_set(self._topics.status, OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    @property
+    def _where(self) -> str:
+        return f"{self._cfg.host}:{self._cfg.port}"
+
+    # -- the listener's side ------------------------------------------------------------------
+
+    def start(self, on_listening: ListeningCallback) -> None:
+        self._on_listening = on_listening
+        self._flusher.start()
+        try:
+            self._client.connect(self._cfg.host, self._cfg.port, self._cfg.keepalive)
+        except (OSError, ValueError) as err:
+            self._report(
+                "unreachable", f"cannot connect to the MQTT broker at {self._where}: {err}"
+            )
+            # paho's loop retries the first connection too, with the same backoff.
+            self._client.connect_async(self._cfg.host, self._cfg.port, self._cfg.keepalive)
+        self._client.loop_start()
+
+    def info(self, payload: Payload) -> None:
+        self._set_retained(self._topics.info, _dumps(payload))
+
+    def listening(self, on: bool) -> None:
+        self._set_retained(self._topics.listening, ON if on else OFF)
+
+    def state(self, key: str, on: bool) -> None:
+        self._set_retained(self._topics.state(key), ON if on else OFF)
+
+    def transition(self, key: str, payload: Payload) -> None:
+        topic, text = self._topics.event(key), _dumps(payload)
+        with self._lock:
+            if self._ready():
+                self._send(topic, text, qos=1, retain=False)
+                return
+            self._queue.append((topic, text))
+            if len(self._queue) > self._cfg.queue_size:
+                lost_topic, lost = self._queue.popleft()
+                self._dropped += 1
+                log.warning(
+                    "MQTT queue full (%d transitions): dropped %s %s; %d dropped so far",
+                    self._cfg.queue_size,
+                    lost_topic,
+                    json.loads(lost).get("id"),
+                    self._dropped,
+                )
+
+    def scores(self, payload: Payload) -> None:
+        self._send_if_ready(self._topics.scores, _dumps(payload))
+
+    def level(self, source: str, level_dbfs: float) -> None:
+        self._send_if_ready(self._topics.level(source), level_payload(level_dbfs))
+
+    def close(self, timeout: float) -> bool:
+        """Publish `offline`, wait up to `timeout` s for every message's PUBACK, disconnect."""
+        self._set_retained(self._topics.status, OFFLINE)
+        deadline = time.monotonic() + timeout
+        done = False
+        while True:
+            with self._lock:
+                unacked = self._unacked()
+                done = self._ready() and not self._queue and not unacked
+                left = len(self._queue) + unacked
+            if done or time.monotonic() >= deadline:
+                break
+            self._wake.set()
+            time.sleep(0.02)
+        if not done:
+            log.warning(
+                "shutting down with %d MQTT messages not acknowledged by %s", left, self._where
+            )
+        self._stopping.set()
+        self._wake.set()
+        if self._flusher.is_alive():
+            self._flusher.join(timeout=2.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+        return done
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        """Connected, and this connection's catch-up (retained values, queue) is done."""
+        return self._connected and self._flushed == self._generation
+
+    def _send(self, topic: str, text: str, *, qos: int, retain: bool) -> None:
+        """Hand a message to paho (lock held). QoS 1 ones are tracked until their PUBACK; paho
+        keeps them across a reconnect and re-sends them itself."""
+        info = self._client.publish(topic, text, qos=qos, retain=retain)
+        if qos:
+            self._handed.add(info.mid)
+
+    def _send_if_ready(self, topic: str, text: str) -> None:
+        with self._lock:
+            if self._ready():
+                self._send(topic, text, qos=0, retain=False)
+
+    def _set_retained(self, topic: str, text: str) -> None:
+        with self._lock:
+            if self._retained.get(topic) == text:
+                return  # already sent, or goes out with every retained value at the next connect
+            self._retained[topic] = text
+            if self._ready():
+                self._send(topic, text, qos=1, retain=True)
+
+    def _unacked(self) -> int:
+        """QoS 1 messages paho still holds (lock held). Acks may arrive before their mid is
+        recorded, so both sets are kept and cancelled against each other."""
+        while True:
+            try:
+                self._acked.add(self._acks.get_nowait())
+            except queue.Empty:
+                break
+        both = self._handed & self._acked
+        self._handed -= both
+        self._acked -= both
+        return len(self._handed)
+
+    def _flush_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(0.25)
+            self._wake.clear()
+            with self._lock:
+                generation = self._generation
+                if self._connected and self._flushed != generation and not self._unacked():
+                    self._catch_up()
+                    self._flushed = generation
+                while self._ready():
+                    try:
+                        topic = self._cleanup.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._send(topic, "", qos=1, retain=True)
+                    log.info("removed Home Assistant discovery config %s", topic)
+
+    def _catch_up(self) -> None:
+        """After a connect: queued transitions in order, then every retained topic's value."""
+        if self._queue:
+            log.info("delivering %d queued transitions", len(self._queue))
+        while self._queue:
+            topic, text = self._queue.popleft()
+            self._send(topic, text, qos=1, retain=False)
+        for topic, text in self._retained.items():
+            self._send(topic, text, qos=1, retain=True)
+
+    def _report(self, kind: str, problem: str) -> None:
+        """Log a connection problem at warning once, repeats of its kind at debug."""
+        if kind != self._problem:
+            log.warning("%s; retrying with backoff up to %d s", problem, RECONNECT_MAX_S)
+            self._problem = kind
+        else:
+            log.debug(problem)
+
+    # -- paho's thread: no lock of ours is taken here (paho holds its own while calling) --------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._report(
+                f"refused {reason}",
+                f"the MQTT broker at {self._where} refused the connection: {reason}",
+            )
+            return
+        log.info("connected to the MQTT broker at %s", self._where)
+        self._problem = None
+        client.subscribe(
+            [
+                (self._topics.listening_set, 1),
+                (self._topics.listening, 1),
+                (self._discovery_filter, 1),
+            ]
+        )
+        self._generation += 1
+        self._connected = True
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._report("unreachable", f"cannot connect to the MQTT broker at {self._where}")
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self._connected = False
+        if not self._stopping.is_set():
+            log.warning("lost the MQTT broker at %s (%s); reconnecting", self._where, reason)
+        self._wake.set()
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        self._acks.put(mid)
+        self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        topic = msg.topic
+        if topic == self._topics.listening_set:
+            on = parse_switch(msg.payload)
+            if on is None:
+                log.warning("ignoring %s %r: expected ON or OFF", topic, msg.payload[:20])
+            else:
+                self._on_listening(on)
+        elif topic == self._topics.listening:
+            # Only a value retained from before this process started is a state to restore.
+            if msg.retain and not self._restored and self._generation == 1:
+                self._restored = True
+                if parse_switch(msg.payload) is False:
+                    log.info("listening was switched off before this start; staying paused")
+                    self._on_listening(False)
+        elif msg.payload and topic not in self._discovery:
+            self._cleanup.put(topic)
+            self._wake.set()

@@ -1,0 +1,275 @@
+"""The MQTT contract (docs/protocol.md), version 1: every topic and payload the listener sends.
+
+This is the one module that knows topic names and payload fields; publishers only move bytes.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from sat_audio import __version__
+
+PROTOCOL_VERSION = 1
+ON = "ON"
+OFF = "OFF"
+ONLINE = "online"
+OFFLINE = "offline"
+
+Payload = dict[str, Any]
+
+
+def iso_time(wall: float) -> str:
+    """A wall-clock POSIX time as ISO 8601 with offset and milliseconds."""
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
+
+
+def parse_switch(payload: bytes) -> bool | None:
+    """A privacy-switch command (`ON`/`OFF`, any case, surrounding blanks ignored), else None."""
+    text = payload.decode("utf-8", "replace").strip().upper()
+    return {ON: True, OFF: False}.get(text)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one listener: `<prefix>/<id>/...`."""
+
+    prefix: str
+    listener_id: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.listener_id}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def info(self) -> str:
+        return f"{self.base}/info"
+
+    @property
+    def listening(self) -> str:
+        return f"{self.base}/listening"
+
+    @property
+    def listening_set(self) -> str:
+        return f"{self.base}/listening/set"
+
+    @property
+    def scores(self) -> str:
+        return f"{self.base}/scores"
+
+    def event(self, key: str) -> str:
+        return f"{self.base}/event/{key}"
+
+    def state(self, key: str) -> str:
+        return f"{self.base}/event/{key}/state"
+
+    def level(self, source: str) -> str:
+        return f"{self.base}/level/{source}"
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    """One event as published: its key on the wire, the source it listens to, its settings."""
+
+    key: str
+    source: str
+    name: str
+    labels: tuple[str, ...]
+    on_threshold: float
+    off_threshold: float
+
+
+def event_key(source: str, event: str, n_sources: int) -> str:
+    """The published key: the event's own key with one source, `<source>_<event>` with several."""
+    return event if n_sources == 1 else f"{source}_{event}"
+
+
+def info_payload(
+    *,
+    listener_id: str,
+    name: str,
+    model: str,
+    chunk_s: float,
+    listening: bool,
+    started: float,
+    sources: Sequence[Payload],
+    events: Iterable[PublishedEvent],
+    counters: Payload,
+) -> Payload:
+    """The retained description of the listener; Home Assistant discovers listeners by it."""
+    return {
+        "v": PROTOCOL_VERSION,
+        "id": listener_id,
+        "name": name,
+        "version": __version__,
+        "model": model,
+        "chunk_s": chunk_s,
+        "listening": listening,
+        "started": iso_time(started),
+        "sources": list(sources),
+        "events": [
+            {
+                "key": e.key,
+                "name": e.name,
+                "source": e.source,
+                "labels": list(e.labels),
+                "on_threshold": e.on_threshold,
+                "off_threshold": e.off_threshold,
+            }
+            for e in events
+        ],
+        "counters": counters,
+    }
+
+
+def source_entry(
+    name: str,
+    kind: str,
+    state: str,
+    overflows: int,
+    dropped_s: float,
+    reconnects: int,
+    error: str | None,
+) -> Payload:
+    """One source's health in the info payload."""
+    return {
+        "name": name,
+        "kind": kind,
+        "state": state,
+        "overflows": overflows,
+        "dropped_s": round(dropped_s, 3),
+        "reconnects": reconnects,
+        "error": error,
+    }
+
+
+def transition_payload(
+    *,
+    transition_id: str,
+    kind: str,
+    event: str,
+    source: str,
+    label: str,
+    score: float,
+    peak: float,
+    start_wall: float,
+    end_wall: float | None,
+    duration_s: float,
+) -> Payload:
+    """A start or end of one episode; start and end share `id`."""
+    return {
+        "v": PROTOCOL_VERSION,
+        "id": transition_id,
+        "type": kind,
+        "event": event,
+        "source": source,
+        "label": label,
+        "score": round(score, 4),
+        "peak": round(peak, 4),
+        "start": iso_time(start_wall),
+        "end": None if end_wall is None else iso_time(end_wall),
+        "duration_s": round(duration_s, 3),
+    }
+
+
+def scores_payload(
+    *,
+    source: str,
+    wall: float,
+    level_dbfs: float,
+    scores: np.ndarray,
+    names: Sequence[str],
+    top_k: int,
+) -> Payload:
+    """The top-k labels of one chunk and its level."""
+    top = np.argsort(-scores, kind="stable")[:top_k]
+    return {
+        "v": PROTOCOL_VERSION,
+        "source": source,
+        "time": iso_time(wall),
+        "level_dbfs": round(level_dbfs, 1),
+        "top": [{"label": names[i], "score": round(float(scores[i]), 4)} for i in top],
+    }
+
+
+def level_payload(level_dbfs: float) -> str:
+    return f"{level_dbfs:.1f}"
+
+
+def discovery_node(listener_id: str) -> str:
+    """The node id that groups this listener's discovery topics (and only its own)."""
+    return f"sat_audio_{listener_id}"
+
+
+def discovery_configs(
+    topics: Topics,
+    *,
+    discovery_prefix: str,
+    name: str,
+    model: str,
+    events: Iterable[PublishedEvent],
+    sources: Iterable[str],
+) -> dict[str, Payload]:
+    """Home Assistant MQTT discovery: a device with a binary sensor per event, a level sensor
+    per source and the privacy switch, keyed by config topic."""
+    node = discovery_node(topics.listener_id)
+    device = {
+        "identifiers": [node],
+        "name": name,
+        "manufacturer": "SAT Audio",
+        "model": model,
+        "sw_version": __version__,
+    }
+    common = {
+        "availability_topic": topics.status,
+        "payload_available": ONLINE,
+        "payload_not_available": OFFLINE,
+        "device": device,
+        "origin": {"name": "sat-audio", "sw_version": __version__},
+    }
+    configs: dict[str, Payload] = {}
+    for e in events:
+        configs[f"{discovery_prefix}/binary_sensor/{node}/{e.key}/config"] = {
+            **common,
+            "name": e.name,
+            "unique_id": f"{node}_{e.key}",
+            "object_id": f"{node}_{e.key}",
+            "device_class": "sound",
+            "state_topic": topics.state(e.key),
+            "payload_on": ON,
+            "payload_off": OFF,
+        }
+    for source in sources:
+        configs[f"{discovery_prefix}/sensor/{node}/level_{source}/config"] = {
+            **common,
+            "name": f"Level {source}",
+            "unique_id": f"{node}_level_{source}",
+            "object_id": f"{node}_level_{source}",
+            "state_topic": topics.level(source),
+            "unit_of_measurement": "dBFS",
+            "state_class": "measurement",
+            "suggested_display_precision": 1,
+        }
+    configs[f"{discovery_prefix}/switch/{node}/listening/config"] = {
+        **common,
+        "name": "Listening",
+        "unique_id": f"{node}_listening",
+        "object_id": f"{node}_listening",
+        "icon": "mdi:microphone",
+        "state_topic": topics.listening,
+        "command_topic": topics.listening_set,
+        "payload_on": ON,
+        "payload_off": OFF,
+    }
+    return configs
+
+
+def discovery_filter(discovery_prefix: str, listener_id: str) -> str:
+    """A subscription that finds every retained discovery config this listener ever published."""
+    return f"{discovery_prefix}/+/{discovery_node(listener_id)}/+/config"

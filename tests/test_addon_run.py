@@ -1,0 +1,182 @@
+"""The add-on end to end, as the Supervisor runs it, without Docker.
+
+The package is built into a wheel and installed on its own, as the Dockerfile's `pip install`
+does, and run from there: what the wheel lacks, the add-on lacks. `sat-audio addon` reads
+options.json, asks a local stand-in for the Supervisor for the broker,
+captures a microphone the way an add-on with `audio: true` does (PortAudio -> ALSA `default` ->
+the ALSA pulse plugin -> a PulseAudio server's socket named in /etc/pulse/client.conf), runs a
+checkpoint kept in the data folder, and publishes to a real mosquitto that needs a password.
+Its heartbeat then passes `sat-audio health`, fails it once the sound server is gone, and
+SIGTERM stops the add-on cleanly.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sat_audio.labels import find
+from sat_audio.model.checkpoint import read_state_dict
+from sat_audio.model.registry import get_spec
+from sat_audio.model.sat import build_model
+from tests.broker import Broker, Subscriber
+from tests.checkpoints import fire_label, save_upstream
+from tests.pulse import PulseServer
+from tests.test_addon_mode import DEFAULTS, TOKEN, FakeSupervisor, write_options
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "pw${HOME}x"  # the Mosquitto add-on's generated passwords could hold anything
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package as a wheel, built from a copy of the sources and unpacked on its own."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.pt", "*.part")
+    for folder in ("sat_audio", "models"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=skip)
+    for file in ("pyproject.toml", "README.md", "config.yaml"):
+        shutil.copy(ROOT / file, src / file)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp), str(src)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    (wheel,) = tmp.glob("sat_audio-*.whl")
+    site = tmp / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    return site
+
+
+def test_wheel_holds_every_module_and_the_defaults(installed: Path) -> None:
+    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "sat_audio").rglob("*.py")}
+    shipped = {p.relative_to(installed).as_posix() for p in installed.rglob("*.py")}
+    assert sources <= shipped, sources - shipped
+    for data in (
+        "defaults/config.yaml",
+        "models_data/registry.toml",
+        "models_data/audioset_labels.csv",
+    ):
+        assert (installed / "sat_audio" / data).is_file(), data
+    # The tests below run this copy, not the checkout: PYTHONPATH wins over the editable install.
+    where = subprocess.run(
+        [sys.executable, "-c", "import sat_audio; print(sat_audio.__file__)"],
+        env={"PYTHONPATH": str(installed)}, cwd=installed, capture_output=True, text=True,
+    )  # fmt: skip
+    assert where.stdout.strip() == str(installed / "sat_audio" / "__init__.py"), where.stderr
+
+
+@pytest.fixture
+def pulse(tmp_path: Path) -> Iterator[PulseServer]:
+    """A PulseAudio server with a 440 Hz sine as default source; ~/.asoundrc routes ALSA's
+    `default` to it, as the /etc/asound.conf the Supervisor mounts into the add-on does."""
+    with PulseServer(tmp_path / "pulse") as server:
+        yield server
+
+
+def addon_audio_env(pulse: PulseServer) -> dict[str, str]:
+    """What an add-on with `audio: true` gets: the server named in a pulse client.conf (the
+    Supervisor mounts one at /etc/pulse/client.conf), not in PULSE_SERVER."""
+    client_conf = pulse.folder / "client.conf"
+    client_conf.write_text(f"default-server = unix:{pulse.socket}\nautospawn = no\n")
+    keep = ("HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "PULSE_RUNTIME_PATH")
+    return {**{k: pulse.env[k] for k in keep}, "PULSE_CLIENTCONFIG": str(client_conf)}
+
+
+@pytest.fixture
+def shatter_checkpoint(tmp_path: Path, sat_t_checkpoint: Path) -> Path:
+    """A SAT_T_2s checkpoint in upstream format whose head always says "Shatter"."""
+    model = build_model(get_spec("SAT_T_2s"))
+    model.load_state_dict(read_state_dict(sat_t_checkpoint), strict=False)
+    return save_upstream(fire_label(model, find("Shatter").index), tmp_path / "shatter.pt")
+
+
+def test_addon_listens_publishes_reports_health_and_stops(
+    tmp_path: Path, installed: Path, pulse: PulseServer, shatter_checkpoint: Path
+) -> None:
+    data = tmp_path / "data"
+    models = data / "models"
+    models.mkdir(parents=True)
+    # Kept in /data/models from an earlier start: no download (this machine could not).
+    shutil.copy(shatter_checkpoint, models / get_spec("SAT_T_2s").file)
+    write_options(data, {**DEFAULTS, "log_level": "debug"})
+    health = tmp_path / "health" / "health.json"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(installed), "SUPERVISOR_TOKEN": TOKEN}
+    env.update(addon_audio_env(pulse))
+
+    def health_check(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sat_audio", "health", "--file", str(health), *args],
+            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=30,
+        )  # fmt: skip
+
+    with contextlib.ExitStack() as cleanup:
+        broker = Broker(tmp_path / "broker", users={"addons": PASSWORD})
+        broker.start()
+        cleanup.callback(broker.stop)
+        supervisor = FakeSupervisor()
+        supervisor.thread.start()
+        cleanup.callback(supervisor.server.server_close)
+        cleanup.callback(supervisor.server.shutdown)
+        supervisor.answer(200, {"result": "ok", "data": {
+            "host": broker.host, "port": broker.port, "ssl": False, "protocol": "3.1.1",
+            "username": "addons", "password": PASSWORD, "addon": "core_mosquitto"}})  # fmt: skip
+        sub = Subscriber(broker, ("sat_audio/#",), username="addons", password=PASSWORD).start()
+        cleanup.callback(sub.stop)
+        err_log = cleanup.enter_context((tmp_path / "addon.err").open("w+"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sat_audio", "addon", "--supervisor", supervisor.url,
+             "--data", str(data), "--health-file", str(health)],
+            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err_log, text=True,
+        )  # fmt: skip
+        try:
+            sub.wait_text("sat_audio/home/status", "online", timeout=60)
+            info = sub.wait_for(lambda: sub.last("sat_audio/home/info"), 10, "info").json()
+            assert info["model"] == "SAT_T_2s"
+            assert [e["key"] for e in info["events"]][:2] == ["glass_breaking", "running_water"]
+            sub.wait_text("sat_audio/home/event/glass_breaking/state", "ON", timeout=60)
+            start = sub.last("sat_audio/home/event/glass_breaking").json()
+            assert (start["type"], start["label"], start["source"]) == ("start", "Shatter", "mic")
+            assert sub.last("sat_audio/home/event/running_water/state").text == "OFF"
+            assert supervisor.requests == [("/services/mqtt", f"Bearer {TOKEN}")]
+
+            deadline = time.monotonic() + 20  # the heartbeat is rewritten every 5 s
+            while not health.exists() or json.loads(health.read_text())["chunks"] < 1:
+                assert time.monotonic() < deadline, "no heartbeat counting chunks"
+                time.sleep(0.2)
+            assert json.loads(health.read_text())["listening"] is True
+            check = health_check()
+            assert (check.returncode, check.stdout) == (0, "healthy\n")
+            # A stall limit of 8 s (above the 5 s heartbeat) passes while audio flows ...
+            assert health_check("--stall", "8").returncode == 0
+            pulse.kill()  # ... and fails once the sound server is gone and no chunk comes
+            deadline = time.monotonic() + 30
+            while (check := health_check("--stall", "8")).returncode == 0:
+                assert time.monotonic() < deadline, "still healthy 30 s after the audio stopped"
+                time.sleep(1)
+            assert check.returncode == 1
+            assert check.stderr.startswith("no audio analysed for "), check.stderr
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+            err_log.seek(0)
+            stderr = err_log.read()
+            print(stderr)  # pytest shows it when the test fails
+        assert code == 0, stderr
+        sub.wait_text("sat_audio/home/status", "offline", timeout=10)
+        sub.wait_text("sat_audio/home/event/glass_breaking/state", "OFF", timeout=10)
+    assert (
+        f"SAT Audio 0.1.0 add-on: listener home: model SAT_T_2s from {models}, audio input "
+        "default, events glass_breaking, running_water, smoke_alarm, baby_crying, dog_barking, "
+        f"doorbell, knocking, screaming; MQTT {broker.host}:{broker.port} as addons"
+    ) in stderr
+    assert "input device" in stderr  # the debug list of devices the device option can name
+    assert "pw${HOME}x" not in stderr and TOKEN not in stderr

@@ -1,0 +1,502 @@
+"""`sat-audio run` end to end: a real subprocess, real file sources, a real mosquitto.
+
+The checkpoint's head always says "Bark"; a -40 dBFS volume gate makes the event follow the loud
+parts of the generated wav, so every episode's place in the stream is known in advance.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from sat_audio.labels import find
+from tests.broker import Broker, Certs, Subscriber
+from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
+
+RATE = 16000
+ID = "e2e"
+BASE = f"sat_audio/{ID}"
+EVENT = f"{BASE}/event/dog"
+STATE = f"{BASE}/event/dog/state"
+
+
+@pytest.fixture(scope="module")
+def bark_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = fire_label(random_model("SAT_T_2s", seed=2), find("Bark").index)
+    folder = tmp_path_factory.mktemp("bark")
+    return save_upstream(model, folder / upstream_name("SAT_T_2s"))
+
+
+def make_wav(path: Path, pattern: str, seconds_per_char: float = 1.0) -> Path:
+    """'_' = silence, 'X' = a loud tone (about -13 dBFS), one character per chunk."""
+    n = round(seconds_per_char * RATE)
+    t = np.arange(n) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    quiet = np.zeros(n, np.float32)
+    sf.write(path, np.concatenate([tone if c == "X" else quiet for c in pattern]), RATE)
+    return path
+
+
+def write_config(
+    tmp_path: Path,
+    checkpoint: Path,
+    sources: list[dict],
+    mqtt: dict | None = None,
+    **extra: dict,
+) -> Path:
+    config = {
+        "listener": {"id": ID, "name": "End to end"},
+        "model": {"name": str(checkpoint), "chunk_seconds": 1.0},
+        "sources": sources,
+        "detection": {
+            "min_level_dbfs": -40,
+            "events": {
+                "dog": {"labels": ["Bark"], "on_threshold": 0.5, "off_threshold": 0.3, "hold_s": 0}
+            },
+        },
+        "mqtt": mqtt or {"host": None},
+        **extra,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def file_source(path: Path, *, realtime: bool, loop: bool = False, name: str = "mic") -> dict:
+    return {"name": name, "kind": "file", "path": str(path), "realtime": realtime, "loop": loop}
+
+
+class Run:
+    """`python -m sat_audio run` as a subprocess, output kept in files."""
+
+    def __init__(self, tmp_path: Path, config: Path, env: dict | None = None) -> None:
+        self.out = tmp_path / "stdout.txt"
+        self.err = tmp_path / "stderr.txt"
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sat_audio",
+                    "run",
+                    "-c",
+                    str(config),
+                    "--log-level",
+                    "debug",
+                ],
+                stdout=out,
+                stderr=err,
+                env={**os.environ, **(env or {})},
+            )
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(
+                f"listener still running after {timeout} s:\n{self.stderr()}"
+            ) from None
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def mqtt_section(broker: Broker, **kw) -> dict:
+    return {"host": broker.host, "port": broker.port, **kw}
+
+
+def episodes(sub: Subscriber) -> dict[str, dict[str, dict]]:
+    """Transitions by id and type (a redelivered duplicate collapses)."""
+    found: dict[str, dict[str, dict]] = {}
+    for m in sub.on(EVENT):
+        p = m.json()
+        found.setdefault(p["id"], {})[p["type"]] = p
+    return found
+
+
+def completed(sub: Subscriber) -> int:
+    return sum(1 for e in episodes(sub).values() if {"start", "end"} <= e.keys())
+
+
+def test_run_publishes_status_info_states_and_transitions(
+    tmp_path: Path, broker: Broker, bark_checkpoint: Path
+) -> None:
+    wav = make_wav(tmp_path / "two.wav", "__XX__XXX__")
+    config = write_config(
+        tmp_path, bark_checkpoint, [file_source(wav, realtime=False)], mqtt_section(broker)
+    )
+    sub = Subscriber(broker, (f"{BASE}/#",)).start()
+    run = Run(tmp_path, config)
+    try:
+        assert run.wait() == 0, run.stderr()
+    finally:
+        run.stop()
+    sub.wait_text(f"{BASE}/status", "offline")
+    eps = list(episodes(sub).values())
+    assert len(eps) == 2, sub.on(EVENT)
+    for ep, (start, end) in zip(eps, [(2.0, 4.0), (6.0, 9.0)], strict=True):
+        s, e = ep["start"], ep["end"]
+        assert s["id"] == e["id"] and len(s["id"]) == 32
+        assert (s["v"], s["event"], s["source"], s["label"]) == (1, "dog", "mic", "Bark")
+        assert s["end"] is None and e["end"] is not None
+        assert s["score"] > 0.99 and e["peak"] > 0.99
+        assert e["duration_s"] == pytest.approx(end - start)
+    assert [m.text for m in sub.on(STATE)] == ["OFF", "ON", "OFF", "ON", "OFF"]
+    assert [m.text for m in sub.on(f"{BASE}/status")] == ["online", "offline"]
+
+    # What a late subscriber (Home Assistant starting up) finds retained.
+    late = Subscriber(broker, (f"{BASE}/#",), client_id="late").start()
+    late.wait_text(f"{BASE}/status", "offline")
+    late.wait_text(STATE, "OFF")
+    late.wait_text(f"{BASE}/listening", "ON")
+    info = late.wait_for(lambda: late.last(f"{BASE}/info"), 10, "info").json()
+    assert info["v"] == 1 and info["id"] == ID and info["name"] == "End to end"
+    assert info["model"] == "SAT_T_2s" and info["chunk_s"] == 1.0 and info["listening"] is True
+    assert info["events"] == [
+        {"key": "dog", "name": "Dog", "source": "mic", "labels": ["Bark"],
+         "on_threshold": 0.5, "off_threshold": 0.3}
+    ]  # fmt: skip
+    assert info["sources"][0]["name"] == "mic" and info["sources"][0]["kind"] == "file"
+    assert set(info["counters"]) >= {"chunks", "mqtt_dropped", "mqtt_queued"}
+    assert all(m.retain for m in late.messages)
+    late.stop()
+    sub.stop()
+
+
+def test_no_broker_prints_json_lines_with_source_prefixed_keys(
+    tmp_path: Path, bark_checkpoint: Path
+) -> None:
+    a = make_wav(tmp_path / "a.wav", "_XX__")
+    b = make_wav(tmp_path / "b.wav", "___X_")
+    config = write_config(
+        tmp_path,
+        bark_checkpoint,
+        [file_source(a, realtime=False, name="a"), file_source(b, realtime=False, name="b")],
+    )
+    run = Run(tmp_path, config)
+    assert run.wait() == 0, run.stderr()
+    lines = [json.loads(line) for line in run.stdout().splitlines()]
+    got = sorted((p["event"], p["source"], p["type"], p["duration_s"]) for p in lines)
+    assert got == [
+        ("a_dog", "a", "end", 2.0),
+        ("a_dog", "a", "start", 0.0),
+        ("b_dog", "b", "end", 1.0),
+        ("b_dog", "b", "start", 0.0),
+    ]
+    assert "publishing to stdout (no broker configured)" in run.stderr()
+
+
+def test_broker_down_at_start_then_delivered(tmp_path: Path, bark_checkpoint: Path) -> None:
+    broker = Broker(tmp_path / "b", persistence=True)
+    broker.start()
+    sub = Subscriber(broker, (f"{BASE}/#",), persistent=True).start()
+    broker.stop()
+    wav = make_wav(tmp_path / "w.wav", "_X_X_XX__")
+    config = write_config(
+        tmp_path, bark_checkpoint, [file_source(wav, realtime=True)], mqtt_section(broker)
+    )
+    run = Run(tmp_path, config)
+    try:
+        # Let the listener start and detect with nobody to tell, then bring the broker up.
+        deadline = time.monotonic() + 30
+        while "dog start" not in run.stderr():
+            assert time.monotonic() < deadline and run.proc.poll() is None, run.stderr()
+            time.sleep(0.1)
+        assert "cannot connect to the MQTT broker" in run.stderr()
+        broker.start()
+        assert run.wait() == 0, run.stderr()
+        sub.wait_for(lambda: completed(sub) == 3, 20, "3 episodes")
+        sub.wait_text(f"{BASE}/status", "offline")
+        sub.wait_text(STATE, "OFF")
+        assert "delivering" in run.stderr()
+    finally:
+        run.stop()
+        sub.stop()
+        broker.stop()
+
+
+def test_broker_killed_and_restarted_five_times_loses_no_transition(
+    tmp_path: Path, bark_checkpoint: Path
+) -> None:
+    broker = Broker(tmp_path / "b", persistence=True)
+    broker.start()
+    sub = Subscriber(broker, (f"{BASE}/#",), persistent=True).start()
+    pattern = "_X" * 14 + "__"
+    wav = make_wav(tmp_path / "w.wav", pattern)
+    config = write_config(
+        tmp_path, bark_checkpoint, [file_source(wav, realtime=True)], mqtt_section(broker)
+    )
+    run = Run(tmp_path, config)
+    try:
+        sub.wait_text(f"{BASE}/status", "online", timeout=30)
+        for _ in range(5):
+            time.sleep(2.5)
+            broker.stop(kill=True)
+            time.sleep(1.0)
+            broker.start()
+        assert run.wait(90) == 0, run.stderr()
+        sub.wait_for(lambda: completed(sub) == 14, 30, "14 episodes")
+        sub.wait_text(f"{BASE}/status", "offline")
+    finally:
+        run.stop()
+        sub.stop()
+        broker.stop()
+    ids = [m.json()["id"] for m in sub.on(EVENT)]
+    seen = Counter((m.json()["id"], m.json()["type"]) for m in sub.on(EVENT))
+    assert len(set(ids)) == 14 and len(seen) == 28  # every start and end, maybe some twice
+    err = run.stderr()
+    assert err.count("lost the MQTT broker") >= 5
+    assert "dropped" not in err
+    assert "delivering" in err  # some transitions did wait in the queue for a reconnect
+    print(f"{len(ids)} transitions received for 28 sent ({len(ids) - 28} redelivered)")
+
+
+def test_password_file_and_tls_and_no_secret_in_logs(
+    tmp_path: Path, bark_checkpoint: Path, mqtt_certs: Certs
+) -> None:
+    secret = "Sup3r-secret-9931"
+    broker = Broker(tmp_path / "b", users={"listener": secret}, certs=mqtt_certs)
+    broker.start()
+    pw = tmp_path / "mqtt_password"
+    pw.write_text(secret + "\n")
+    wav = make_wav(tmp_path / "w.wav", "_X_")
+    mqtt = mqtt_section(
+        broker,
+        username="listener",
+        password_file=str(pw),
+        tls={"ca": str(mqtt_certs.ca)},
+    )
+    config = write_config(tmp_path, bark_checkpoint, [file_source(wav, realtime=False)], mqtt)
+    sub = Subscriber(
+        broker, (f"{BASE}/#",), username="listener", password=secret, certs=mqtt_certs
+    ).start()
+    run = Run(tmp_path, config)
+    try:
+        assert run.wait() == 0, run.stderr()
+        sub.wait_for(lambda: completed(sub) == 1, 20, "1 episode")
+        sub.wait_text(f"{BASE}/status", "offline")
+    finally:
+        run.stop()
+        sub.stop()
+        broker.stop()
+    err = run.stderr()
+    assert "DEBUG" in err and "connected to the MQTT broker" in err
+    assert secret not in err and secret not in run.stdout()
+
+
+def test_password_never_logged_when_refused(tmp_path: Path, bark_checkpoint: Path) -> None:
+    secret = "wr0ng-but-still-secret"
+    broker = Broker(tmp_path / "b", users={"listener": "right"})
+    broker.start()
+    wav = make_wav(tmp_path / "w.wav", "X" * 30)
+    mqtt = mqtt_section(broker, username="listener", password="${MQTT_PW}")
+    config = write_config(tmp_path, bark_checkpoint, [file_source(wav, realtime=True)], mqtt)
+    run = Run(tmp_path, config, env={"MQTT_PW": secret})
+    try:
+        deadline = time.monotonic() + 30
+        while "refused the connection" not in run.stderr():
+            assert time.monotonic() < deadline and run.proc.poll() is None, run.stderr()
+            time.sleep(0.1)
+        run.signal(signal.SIGTERM)
+        assert run.wait() == 0
+    finally:
+        run.stop()
+        broker.stop()
+    assert "Not authorized" in run.stderr()
+    assert secret not in run.stderr()
+
+
+def test_privacy_switch_pauses_analysis_and_is_retained(
+    tmp_path: Path, broker: Broker, bark_checkpoint: Path
+) -> None:
+    wav = make_wav(tmp_path / "loud.wav", "XXXX")
+    config = write_config(
+        tmp_path,
+        bark_checkpoint,
+        [file_source(wav, realtime=True, loop=True)],
+        mqtt_section(broker),
+    )
+    sub = Subscriber(broker, (f"{BASE}/#",)).start()
+    run = Run(tmp_path, config)
+    try:
+        sub.wait_text(STATE, "ON", timeout=30)
+        sub.client.publish(f"{BASE}/listening/set", "off", qos=1)
+        sub.wait_text(f"{BASE}/listening", "OFF")
+        sub.wait_text(STATE, "OFF")
+        first = episodes(sub)
+        assert len(first) == 1 and "end" in next(iter(first.values()))
+        info = sub.wait_for(
+            lambda: (i := sub.last(f"{BASE}/info")) and not i.json()["listening"] and i, 10
+        )
+        assert info.json()["listening"] is False
+        n = len(sub.messages)
+        time.sleep(3.0)  # loud audio keeps coming: nothing may be analysed or published
+        assert sub.messages[n:] == []
+        sub.client.publish(f"{BASE}/listening/set", "ON", qos=1)
+        sub.wait_text(f"{BASE}/listening", "ON")
+        sub.wait_for(lambda: len(episodes(sub)) == 2, 20, "a new episode after resuming")
+        run.signal(signal.SIGTERM)
+        assert run.wait() == 0, run.stderr()
+    finally:
+        run.stop()
+    assert "listening paused" in run.stderr()
+    # The switch state stays on the broker for the next start.
+    late = Subscriber(broker, (f"{BASE}/listening",), client_id="late").start()
+    late.wait_text(f"{BASE}/listening", "ON")
+    late.stop()
+    sub.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_ends_open_events_goes_offline_and_exits_zero(
+    tmp_path: Path, broker: Broker, bark_checkpoint: Path, sig: signal.Signals
+) -> None:
+    wav = make_wav(tmp_path / "loud.wav", "XXXX")
+    config = write_config(
+        tmp_path,
+        bark_checkpoint,
+        [file_source(wav, realtime=True, loop=True)],
+        mqtt_section(broker),
+    )
+    sub = Subscriber(broker, (f"{BASE}/#",)).start()
+    run = Run(tmp_path, config)
+    try:
+        sub.wait_text(STATE, "ON", timeout=30)
+        run.signal(sig)
+        assert run.wait(20) == 0, run.stderr()
+    finally:
+        run.stop()
+    (ep,) = episodes(sub).values()
+    assert ep["end"]["id"] == ep["start"]["id"]
+    assert sub.last(STATE).text == "OFF"
+    assert sub.last(f"{BASE}/status").text == "offline"
+    err = run.stderr()
+    assert f"{sig.name} received" in err and "stopped cleanly" in err and "Traceback" not in err
+
+
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path: Path, bark_checkpoint: Path) -> None:
+    missing = tmp_path / "missing.wav"
+    config = write_config(tmp_path, bark_checkpoint, [file_source(missing, realtime=False)])
+    run = Run(tmp_path, config)
+    assert run.wait() == 2
+    last = run.stderr().strip().splitlines()[-1]
+    assert last == f"sat-audio: error: source mic: {missing}: no such file"
+    assert run.stdout() == ""
+
+
+def test_crash_leaves_offline_to_the_last_will(
+    tmp_path: Path, broker: Broker, bark_checkpoint: Path
+) -> None:
+    wav = make_wav(tmp_path / "w.wav", "____")
+    config = write_config(
+        tmp_path,
+        bark_checkpoint,
+        [file_source(wav, realtime=True, loop=True)],
+        mqtt_section(broker),
+    )
+    sub = Subscriber(broker, (f"{BASE}/status",)).start()
+    run = Run(tmp_path, config)
+    try:
+        sub.wait_text(f"{BASE}/status", "online", timeout=30)
+        run.signal(signal.SIGKILL)
+        run.wait()
+        sub.wait_text(f"{BASE}/status", "offline", timeout=10)
+    finally:
+        run.stop()
+        sub.stop()
+
+
+def test_discovery_configs_follow_the_setting(
+    tmp_path: Path, broker: Broker, bark_checkpoint: Path
+) -> None:
+    wav = make_wav(tmp_path / "w.wav", "_X_")
+    node = f"sat_audio_{ID}"
+    sub = Subscriber(broker, ("homeassistant/#",)).start()
+    for discovery in (True, False):
+        config = write_config(
+            tmp_path,
+            bark_checkpoint,
+            [file_source(wav, realtime=True)],
+            mqtt_section(broker, discovery=discovery),
+        )
+        run = Run(tmp_path, config)
+        assert run.wait() == 0, run.stderr()
+    topics = {
+        f"homeassistant/binary_sensor/{node}/dog/config",
+        f"homeassistant/sensor/{node}/level_mic/config",
+        f"homeassistant/switch/{node}/listening/config",
+    }
+    sub.wait_for(lambda: all(sub.on(t) and sub.last(t).payload == b"" for t in topics), 10)
+    assert {m.topic for m in sub.messages} == topics
+    sensor = next(m.json() for m in sub.on(f"homeassistant/binary_sensor/{node}/dog/config"))
+    assert sensor["state_topic"] == STATE and sensor["availability_topic"] == f"{BASE}/status"
+    sub.stop()
+
+
+def test_scores_and_level_are_rate_limited(
+    tmp_path: Path, broker: Broker, bark_checkpoint: Path
+) -> None:
+    wav = make_wav(tmp_path / "w.wav", "XXXXXXXX")
+    config = write_config(
+        tmp_path,
+        bark_checkpoint,
+        [file_source(wav, realtime=False)],
+        mqtt_section(broker),
+        publishing={"scores": True, "top_k": 2, "rate_hz": 0.2},
+    )
+    sub = Subscriber(broker, (f"{BASE}/#",)).start()
+    run = Run(tmp_path, config)
+    assert run.wait() == 0, run.stderr()
+    sub.wait_text(f"{BASE}/status", "offline")
+    # Eight chunks analysed within well under 5 s: one scores and one level message.
+    (scores,) = sub.on(f"{BASE}/scores")
+    (level,) = sub.on(f"{BASE}/level/mic")
+    p = scores.json()
+    assert (p["v"], p["source"], len(p["top"])) == (1, "mic", 2)
+    assert p["top"][0]["label"] == "Bark" and p["top"][0]["score"] > 0.99
+    assert float(level.text) == pytest.approx(p["level_dbfs"], abs=0.05)
+    assert -14 < p["level_dbfs"] < -12  # a 0.3 sine is -13.5 dBFS
+    sub.stop()
+
+
+def test_a_restart_keeps_listening_off(
+    tmp_path: Path, broker: Broker, bark_checkpoint: Path
+) -> None:
+    wav = make_wav(tmp_path / "loud.wav", "XXXX")
+    config = write_config(
+        tmp_path, bark_checkpoint, [file_source(wav, realtime=True)], mqtt_section(broker)
+    )
+    sub = Subscriber(broker, (f"{BASE}/#",)).start()
+    # What a listener that was switched off before leaves on the broker.
+    sub.client.publish(f"{BASE}/listening", "OFF", qos=1, retain=True).wait_for_publish(5)
+    run = Run(tmp_path, config)
+    try:
+        assert run.wait() == 0, run.stderr()
+    finally:
+        run.stop()
+    assert "staying paused" in run.stderr()
+    assert sub.on(EVENT) == []  # four loud seconds, none analysed
+    assert sub.last(f"{BASE}/listening").text == "OFF"
+    assert sub.last(f"{BASE}/info").json()["listening"] is False
+    sub.stop()

@@ -1,0 +1,159 @@
+"""The listener's wiring in-process: source health in info, its rate limit, the switch.
+
+A scripted source and a recording publisher stand in for the ends (the real ones are tested end
+to end in test_listener.py); the model, engine and rules are the real ones.
+"""
+
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from sat_audio import listener as listener_mod
+from sat_audio.config import SourceConfig, parse_config
+from sat_audio.labels import find
+from sat_audio.listener import Listener
+from sat_audio.publish.base import ListeningCallback, Publisher
+from sat_audio.publish.protocol import Payload
+from sat_audio.sources.base import Source, State
+from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
+
+
+class ScriptedSource(Source):
+    """Loud 0.1 s blocks in real time; its health follows `script` (seconds -> state)."""
+
+    kind = "mic"
+    script: ClassVar[dict[float, State]] = {}
+
+    def _run(self) -> None:
+        t = np.arange(1600) / 16000
+        block = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        started = time.monotonic()
+        pending = sorted(self.script.items())
+        while not self._stop.wait(0.1):
+            self._emit(block)
+            while pending and time.monotonic() - started >= pending[0][0]:
+                _, state = pending.pop(0)
+                self._set_state(state, None if state == "ok" else "device unplugged")
+
+
+class Recorder(Publisher):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.on_listening: ListeningCallback = lambda on: None
+
+    def start(self, on_listening: ListeningCallback) -> None:
+        self.on_listening = on_listening
+
+    def info(self, payload: Payload) -> None:
+        self.calls.append(("info", payload))
+
+    def listening(self, on: bool) -> None:
+        self.calls.append(("listening", on))
+
+    def state(self, key: str, on: bool) -> None:
+        self.calls.append(("state", (key, on)))
+
+    def transition(self, key: str, payload: Payload) -> None:
+        self.calls.append(("transition", payload))
+
+    def scores(self, payload: Payload) -> None:
+        self.calls.append(("scores", payload))
+
+    def level(self, source: str, level_dbfs: float) -> None:
+        self.calls.append(("level", level_dbfs))
+
+    def close(self, timeout: float) -> bool:
+        self.calls.append(("close", timeout))
+        return True
+
+    def of(self, kind: str) -> list:
+        return [v for k, v in list(self.calls) if k == kind]
+
+
+@pytest.fixture(scope="module")
+def bark_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = fire_label(random_model("SAT_T_2s", seed=3), find("Bark").index)
+    return save_upstream(model, tmp_path_factory.mktemp("bark") / upstream_name("SAT_T_2s"))
+
+
+def _start(
+    monkeypatch: pytest.MonkeyPatch, checkpoint: Path, script: dict[float, State]
+) -> tuple[Listener, Recorder, threading.Event, threading.Thread]:
+    ScriptedSource.script = script
+    monkeypatch.setattr(listener_mod, "open_source", lambda cfg: ScriptedSource(cfg))
+    monkeypatch.setattr(listener_mod, "INFO_MIN_INTERVAL_S", 0.5)
+    config = parse_config(
+        {
+            "listener": {"id": "wiring"},
+            "model": {"name": str(checkpoint), "chunk_seconds": 0.5},
+            "sources": [{"name": "mic", "kind": "mic"}],
+            "detection": {
+                "events": {"dog": {"labels": ["Bark"], "on_threshold": 0.5, "off_threshold": 0.3}}
+            },
+        }
+    )
+    assert config.sources == (SourceConfig(name="mic", kind="mic"),)
+    rec = Recorder()
+    lst = Listener(config, publisher=rec)
+    stop = threading.Event()
+    thread = threading.Thread(target=lst.run, args=(stop,))
+    thread.start()
+    return lst, rec, stop, thread
+
+
+def _wait(check, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_source_health_changes_republish_info_at_a_limited_rate(
+    monkeypatch: pytest.MonkeyPatch, bark_checkpoint: Path
+) -> None:
+    lst, rec, stop, thread = _start(monkeypatch, bark_checkpoint, {1.0: "reconnecting", 2.5: "ok"})
+    try:
+        _wait(lambda: any(i["sources"][0]["reconnects"] == 1 for i in rec.of("info")))
+        time.sleep(1.5)  # chunks keep counting, but a chunk count alone is no news
+    finally:
+        stop.set()
+        thread.join(30)
+    states = [i["sources"][0]["state"] for i in rec.of("info")]
+    assert states == ["ok", "reconnecting", "ok"]
+    last = rec.of("info")[-1]["sources"][0]
+    assert last == {
+        "name": "mic", "kind": "mic", "state": "ok", "overflows": 0, "dropped_s": 0.0,
+        "reconnects": 1, "error": None,
+    }  # fmt: skip
+    # Shutdown: the open event ends, its state goes OFF, the publisher closes last.
+    assert rec.of("transition")[-1]["type"] == "end"
+    assert rec.of("state")[-1] == ("dog", False)
+    assert rec.calls[-1][0] == "close"
+    assert lst.chunks > 0
+
+
+def test_switch_off_ends_events_and_stops_analysis(
+    monkeypatch: pytest.MonkeyPatch, bark_checkpoint: Path
+) -> None:
+    lst, rec, stop, thread = _start(monkeypatch, bark_checkpoint, {})
+    try:
+        _wait(lambda: rec.of("transition"))
+        rec.on_listening(False)
+        _wait(lambda: ("listening", False) in rec.calls)
+        chunks = lst.chunks
+        n = len(rec.calls)
+        time.sleep(1.5)
+        assert lst.chunks == chunks  # nothing analysed while paused
+        assert rec.calls[n:] == []
+        rec.on_listening(True)
+        _wait(lambda: len(rec.of("transition")) == 3)
+    finally:
+        stop.set()
+        thread.join(30)
+    kinds = [t["type"] for t in rec.of("transition")]
+    assert kinds == ["start", "end", "start", "end"]
+    assert [i["listening"] for i in rec.of("info")][-2:] == [False, True]
