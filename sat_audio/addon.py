@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import re
-import signal
 import tempfile
 import threading
 import time
@@ -19,7 +18,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from sat_audio import __version__
@@ -429,22 +427,10 @@ def run(
     config = load(options_path, supervisor_url, data_dir)
     level = config.logging.level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    if level != "DEBUG":  # as `sat-audio run`: paho's own lines only when debugging
-        logging.getLogger("paho.mqtt").setLevel(logging.WARNING)
     log.info("SAT Audio %s add-on: %s", __version__, describe(config))
     if config.sources[0].kind == "mic" and log.isEnabledFor(logging.DEBUG):
         _log_inputs()
-    from sat_audio.listener import Listener
+    from sat_audio.listener import serve
 
-    listener = Listener(config)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("%s received; shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     health_file.parent.mkdir(parents=True, exist_ok=True)
-    Heartbeat(listener, health_file, stop).start()
-    return listener.run(stop)
+    return serve(config, lambda listener, stop: Heartbeat(listener, health_file, stop).start())

@@ -9,6 +9,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
@@ -328,8 +329,11 @@ class Listener:
             log.info("stopped cleanly")
 
 
-def serve(config: Config) -> int:
-    """Run the listener in the foreground; SIGINT and SIGTERM stop it cleanly (exit 0)."""
+def serve(config: Config, watch: Callable[[Listener, threading.Event], None] | None = None) -> int:
+    """Run the listener in the foreground; SIGINT and SIGTERM stop it cleanly (exit 0).
+
+    `watch` is started with the listener and the stop event (the add-on's health heartbeat).
+    """
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -338,4 +342,7 @@ def serve(config: Config) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    return Listener(config).run(stop)
+    listener = Listener(config)
+    if watch is not None:
+        watch(listener, stop)
+    return listener.run(stop)
