@@ -1,0 +1,297 @@
+"""One listener's live state, fed by its MQTT topics; the entities and triggers read it."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+import logging
+from typing import Any
+
+from homeassistant.components import mqtt
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_DEVICE_ID, CONF_TYPE
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.helpers import device_registry as dr, entity_registry as er
+
+from .const import (
+    CONF_LISTENER_ID,
+    CONF_TOPIC_PREFIX,
+    DOMAIN,
+    EVENT_SOUND,
+    MANUFACTURER,
+    TRIGGER_ENDED,
+    TRIGGER_STARTED,
+)
+from .protocol import (
+    Dropped,
+    EventInfo,
+    ListenerInfo,
+    Scores,
+    Transition,
+    classify,
+    command_topic,
+    parse,
+    topic_base,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+# Start/end pairs remembered to discard QoS 1 redeliveries; a few minutes of busy events.
+SEEN_TRANSITIONS = 256
+# Retained ON/OFF states may arrive before the info that names their events; kept until it does.
+EARLY_STATES = 128
+
+type SatAudioConfigEntry = ConfigEntry[SatAudioListener]
+
+
+def event_unique_id(listener_id: str, key: str) -> str:
+    """Return the unique id of an event's binary sensor (listener ids and keys hold no '-')."""
+    return f"{listener_id}-event-{key}"
+
+
+def trigger_name(transition_type: str) -> str:
+    """Map a protocol transition type to its device trigger type."""
+    return TRIGGER_STARTED if transition_type == "start" else TRIGGER_ENDED
+
+
+@dataclass(slots=True)
+class EventState:
+    """What is known about one sound event: on or off, and its latest episode."""
+
+    info: EventInfo
+    on: bool | None = None
+    last: Transition | None = None
+
+
+class SatAudioListener:
+    """Subscribe to one listener's topics and keep what they say.
+
+    Every payload goes through protocol.parse; anything it drops is logged at debug level and
+    changes nothing. Entities register callbacks and are told after each accepted message.
+    """
+
+    def __init__(self, hass: HomeAssistant, entry: SatAudioConfigEntry) -> None:
+        """Read the listener's topics from the config entry."""
+        self.hass = hass
+        self.entry = entry
+        self.listener_id: str = entry.data[CONF_LISTENER_ID]
+        self.base = topic_base(entry.data[CONF_TOPIC_PREFIX], self.listener_id)
+        self.command_topic = command_topic(entry.data[CONF_TOPIC_PREFIX], self.listener_id)
+        self.info: ListenerInfo | None = None
+        self.online = False
+        self.listening_state: bool | None = None
+        self.events: dict[str, EventState] = {}
+        self.scores: Scores | None = None
+        self.last_detection: Transition | None = None
+        self.device_id = ""
+        self.dropped = 0
+        self._early_states: dict[str, bool] = {}
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._warned_version = False
+        self._update_callbacks: list[CALLBACK_TYPE] = []
+        self._info_callbacks: list[CALLBACK_TYPE] = []
+        self._transition_callbacks: list[Callable[[Transition], None]] = []
+
+    @property
+    def listening(self) -> bool | None:
+        """Whether analysis runs: the listening topic, else what the info said."""
+        if self.listening_state is not None:
+            return self.listening_state
+        return self.info.listening if self.info else None
+
+    async def async_start(self) -> None:
+        """Create the device and subscribe to everything under the listener's topic."""
+        device = dr.async_get(self.hass).async_get_or_create(
+            config_entry_id=self.entry.entry_id,
+            identifiers={(DOMAIN, self.listener_id)},
+            manufacturer=MANUFACTURER,
+            name=self.entry.title,
+        )
+        self.device_id = device.id
+        self.entry.async_on_unload(
+            await mqtt.async_subscribe(
+                self.hass, f"{self.base}/#", self._message_received, qos=1, encoding=None
+            )
+        )
+
+    @callback
+    def async_add_listener(self, update: CALLBACK_TYPE) -> CALLBACK_TYPE:
+        """Call `update` after every accepted message; return the remover."""
+        return _add(self._update_callbacks, update)
+
+    @callback
+    def async_add_info_listener(self, update: CALLBACK_TYPE) -> CALLBACK_TYPE:
+        """Call `update` after each accepted info message; return the remover."""
+        return _add(self._info_callbacks, update)
+
+    @callback
+    def async_add_transition_listener(self, update: Callable[[Transition], None]) -> CALLBACK_TYPE:
+        """Call `update` with each new start or end; return the remover."""
+        return _add(self._transition_callbacks, update)
+
+    @callback
+    def _message_received(self, msg: mqtt.ReceiveMessage) -> None:
+        topic = classify(self.base, msg.topic)
+        if topic.kind in ("command", "unknown"):
+            return
+        value = parse(topic.kind, msg.payload)
+        if isinstance(value, Dropped):
+            self._drop(msg.topic, value)
+            return
+        match topic.kind, value:
+            case "status", bool():
+                self._set_online(value)
+            case "info", ListenerInfo():
+                if value.id != self.listener_id:
+                    self._drop(msg.topic, Dropped(f"info of listener {value.id!r}"))
+                    return
+                self._set_info(value)
+            case "event_state", bool() if topic.event in self.events:
+                self.events[topic.event].on = value
+            case "event_state", bool() if topic.event and len(self._early_states) < EARLY_STATES:
+                self._early_states[topic.event] = value
+                return
+            case "transition", Transition() if topic.event in self.events:
+                if value.event != topic.event:
+                    self._drop(msg.topic, Dropped(f"transition of event {value.event!r}"))
+                    return
+                if not self._set_transition(value):
+                    return
+            case "scores", Scores():
+                self.scores = value
+            case "listening", bool():
+                self.listening_state = value
+            case _:
+                self._drop(msg.topic, Dropped(f"event {topic.event!r} is not configured"))
+                return
+        for update in list(self._update_callbacks):
+            update()
+
+    def _drop(self, topic: str, dropped: Dropped) -> None:
+        self.dropped += 1
+        if dropped.unknown_version and not self._warned_version:
+            self._warned_version = True
+            _LOGGER.warning(
+                "Listener %s speaks a protocol this integration does not know (%s); its "
+                "messages are ignored until the integration is updated",
+                self.listener_id,
+                dropped.reason,
+            )
+        _LOGGER.debug("Dropped a message on %s: %s", topic, dropped.reason)
+
+    def _set_online(self, online: bool) -> None:
+        if online != self.online:
+            _LOGGER.info(
+                "SAT Audio listener %s is %s",
+                self.listener_id,
+                "back online" if online else "offline",
+            )
+        self.online = online
+
+    def _set_info(self, info: ListenerInfo) -> None:
+        self.info = info
+        keys = {event.key for event in info.events}
+        for key in self.events.keys() - keys:
+            del self.events[key]
+        for event in info.events:
+            if key_state := self.events.get(event.key):
+                key_state.info = event
+            else:
+                self.events[event.key] = EventState(event, self._early_states.get(event.key))
+        self._early_states.clear()
+        dr.async_get(self.hass).async_update_device(
+            self.device_id,
+            name=info.name,
+            model=info.model,
+            sw_version=info.version,
+        )
+        # Entities of events the listener no longer has go away with their registry entries.
+        registry = er.async_get(self.hass)
+        current = {event_unique_id(self.listener_id, key) for key in keys}
+        prefix = event_unique_id(self.listener_id, "")
+        for entity in er.async_entries_for_config_entry(registry, self.entry.entry_id):
+            if entity.unique_id.startswith(prefix) and entity.unique_id not in current:
+                registry.async_remove(entity.entity_id)
+        for update in list(self._info_callbacks):
+            update()
+
+    def _set_transition(self, transition: Transition) -> bool:
+        """Record a start or end; False if it is a redelivery already seen."""
+        seen = (transition.id, transition.type)
+        if seen in self._seen:
+            _LOGGER.debug("Dropped a repeated %s of episode %s", transition.type, transition.id)
+            return False
+        self._seen[seen] = None
+        if len(self._seen) > SEEN_TRANSITIONS:
+            self._seen.popitem(last=False)
+        state = self.events[transition.event]
+        state.on = transition.type == "start"
+        state.last = transition
+        if transition.type == "start":
+            self.last_detection = transition
+        for update in list(self._transition_callbacks):
+            update(transition)
+        self.hass.bus.async_fire(
+            EVENT_SOUND,
+            {
+                CONF_DEVICE_ID: self.device_id,
+                CONF_TYPE: trigger_name(transition.type),
+                "subtype": transition.event,
+                **transition_data(transition),
+            },
+        )
+        return True
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Return the state a bug report needs (redacted by the caller)."""
+        return {
+            "base_topic": self.base,
+            "online": self.online,
+            "listening": self.listening,
+            "dropped_messages": self.dropped,
+            "info": _as_dict(self.info),
+            "events": {
+                key: {"on": state.on, "last": _as_dict(state.last)}
+                for key, state in self.events.items()
+            },
+            "scores": _as_dict(self.scores),
+        }
+
+
+def transition_data(transition: Transition) -> dict[str, Any]:
+    """Return a transition as event data: JSON-friendly, times as ISO strings."""
+    return {
+        "id": transition.id,
+        "event": transition.event,
+        "source": transition.source,
+        "label": transition.label,
+        "score": transition.score,
+        "peak": transition.peak,
+        "start": transition.start.isoformat(),
+        "end": transition.end.isoformat() if transition.end else None,
+        "duration_s": transition.duration_s,
+    }
+
+
+def _as_dict(value: Any) -> Any:
+    """Turn the protocol's dataclasses into plain data for diagnostics."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {key: _as_dict(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [_as_dict(item) for item in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return {name: _as_dict(getattr(value, name)) for name in value.__slots__}
+
+
+def _add[T](callbacks: list[T], update: T) -> CALLBACK_TYPE:
+    callbacks.append(update)
+
+    @callback
+    def remove() -> None:
+        callbacks.remove(update)
+
+    return remove

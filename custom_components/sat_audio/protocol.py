@@ -1,0 +1,406 @@
+"""The listener's MQTT protocol v1 (docs/protocol.md), read side: one schema for every topic.
+
+The listener and this integration share no code; this module is the integration's reading of the
+contract. Every function here is pure and never raises on a payload: anything that does not match
+comes back as `Dropped` with a one-line reason, so callers log it at debug level and move on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+import json
+import math
+import re
+from typing import Any, Final, Literal
+
+import voluptuous as vol
+
+from homeassistant.util import dt as dt_util
+
+VERSION: Final = 1
+# The largest payload read at all: an info message with many events stays far below this.
+MAX_PAYLOAD_BYTES: Final = 64 * 1024
+SLUG_RE: Final = re.compile(r"[a-z0-9_]+")
+
+type Kind = Literal[
+    "status", "info", "event_state", "transition", "scores", "listening", "command", "unknown"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    """One configured sound event as the listener announces it."""
+
+    key: str
+    name: str
+    labels: tuple[str, ...]
+    on_threshold: float
+    off_threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """One audio source of the listener and its health."""
+
+    name: str
+    kind: str
+    state: str
+    overflows: int
+    dropped_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerInfo:
+    """The retained info message: who the listener is and what it listens for."""
+
+    id: str
+    name: str
+    version: str
+    model: str
+    chunk_s: float | None
+    listening: bool | None
+    sources: tuple[SourceInfo, ...]
+    events: tuple[EventInfo, ...]
+    counters: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The start or end of one episode of a sound event."""
+
+    id: str
+    type: Literal["start", "end"]
+    event: str
+    source: str
+    label: str
+    score: float
+    peak: float
+    start: datetime
+    end: datetime | None
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScore:
+    """One AudioSet label and its score."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """The top labels and sound level of one chunk."""
+
+    source: str
+    time: datetime
+    level_dbfs: float | None
+    top: tuple[LabelScore, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A payload that is not ours to use; `reason` says why, for a debug log line."""
+
+    reason: str
+    unknown_version: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """Where a message arrived, relative to `<prefix>/<listener id>/`."""
+
+    kind: Kind
+    event: str | None = None
+
+
+type Payload = ListenerInfo | Transition | Scores | bool
+
+
+def topic_base(prefix: str, listener_id: str) -> str:
+    """Return the topic every message of one listener hangs under."""
+    return f"{prefix}/{listener_id}"
+
+
+def command_topic(prefix: str, listener_id: str) -> str:
+    """Return the topic that pauses or resumes the listener's analysis."""
+    return f"{topic_base(prefix, listener_id)}/listening/set"
+
+
+def classify(base: str, topic: str) -> Topic:
+    """Name the kind of message a topic under `base` carries."""
+    if not topic.startswith(f"{base}/"):
+        return Topic("unknown")
+    parts = topic[len(base) + 1 :].split("/")
+    match parts:
+        case ["status"] | ["info"] | ["scores"] | ["listening"]:
+            return Topic(parts[0])  # type: ignore[arg-type]
+        case ["listening", "set"]:
+            return Topic("command")
+        case ["event", key] if SLUG_RE.fullmatch(key):
+            return Topic("transition", key)
+        case ["event", key, "state"] if SLUG_RE.fullmatch(key):
+            return Topic("event_state", key)
+    return Topic("unknown")
+
+
+def _slug(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 64 or not SLUG_RE.fullmatch(value):
+        raise vol.Invalid("not a slug")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 255:
+        raise vol.Invalid("not a short string")
+    return value
+
+
+def _number(value: Any) -> float:
+    # bool is an int subclass; JSON's 1e999 decodes to inf and a 400-digit int overflows a float.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise vol.Invalid("not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise vol.Invalid("too large") from None
+    if not math.isfinite(number):
+        raise vol.Invalid("not finite")
+    return number
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise vol.Invalid("not a count")
+    return value
+
+
+def _score(value: Any) -> float:
+    if not 0.0 <= (value := _number(value)) <= 1.0:
+        raise vol.Invalid("score outside 0..1")
+    return value
+
+
+def _non_negative(value: Any) -> float:
+    if (value := _number(value)) < 0.0:
+        raise vol.Invalid("negative")
+    return value
+
+
+def _positive(value: Any) -> float:
+    if (value := _number(value)) <= 0.0:
+        raise vol.Invalid("not positive")
+    return value
+
+
+def _time(value: Any) -> datetime:
+    if not isinstance(value, str) or len(value) > 64:
+        raise vol.Invalid("not a time string")
+    parsed: datetime | None = None
+    try:
+        parsed = dt_util.parse_datetime(value)
+        # Far-off years overflow when Home Assistant converts them to UTC for a timestamp state.
+        year = parsed.astimezone(UTC).year if parsed is not None and parsed.tzinfo else 0
+    except (ValueError, OverflowError):
+        year = 0
+    if parsed is None or not 2000 <= year < 9000:
+        raise vol.Invalid("not an ISO 8601 time with offset, years 2000 to 8999")
+    return parsed
+
+
+def _version(value: Any) -> int:
+    if isinstance(value, bool) or value != VERSION:
+        raise vol.Invalid(f"not protocol version {VERSION}")
+    return VERSION
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise vol.Invalid("not a boolean")
+    return value
+
+
+def _unique_keys(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if len({event["key"] for event in events}) != len(events):
+        raise vol.Invalid("duplicate event key")
+    return events
+
+
+def _list(item: Any, most: int) -> vol.All:
+    return vol.All(list, vol.Length(max=most), [item])
+
+
+# Unknown fields pass (the protocol may add optional fields without a version bump).
+_SOURCE = vol.Schema(
+    {
+        vol.Required("name"): _text,
+        vol.Required("kind"): _text,
+        vol.Required("state"): vol.In(["ok", "reconnecting", "failed"]),
+        vol.Optional("overflows", default=0): _count,
+        vol.Optional("dropped_s", default=0.0): _non_negative,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+_EVENT = vol.Schema(
+    {
+        vol.Required("key"): _slug,
+        vol.Required("name"): _text,
+        vol.Required("labels"): _list(_text, 64),
+        vol.Required("on_threshold"): _score,
+        vol.Required("off_threshold"): _score,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+SCHEMAS: Final[dict[str, vol.Schema]] = {
+    "info": vol.Schema(
+        {
+            vol.Required("v"): _version,
+            vol.Required("id"): _slug,
+            vol.Required("name"): _text,
+            vol.Required("version"): _text,
+            vol.Required("model"): _text,
+            vol.Optional("chunk_s"): vol.Any(None, _positive),
+            vol.Optional("listening"): vol.Any(None, _bool),
+            vol.Optional("sources", default=list): _list(_SOURCE, 32),
+            vol.Required("events"): vol.All(_list(_EVENT, 128), _unique_keys),
+            vol.Optional("counters", default=dict): vol.All(
+                dict, vol.Length(max=32), {_text: _count}
+            ),
+        },
+        extra=vol.ALLOW_EXTRA,
+    ),
+    "transition": vol.Schema(
+        {
+            vol.Required("v"): _version,
+            vol.Required("id"): vol.All(_text, vol.Length(min=1, max=64)),
+            vol.Required("type"): vol.In(["start", "end"]),
+            vol.Required("event"): _slug,
+            vol.Required("source"): _text,
+            vol.Required("label"): _text,
+            vol.Required("score"): _score,
+            vol.Required("peak"): _score,
+            vol.Required("start"): _time,
+            vol.Required("end"): vol.Any(None, _time),
+            vol.Required("duration_s"): _non_negative,
+        },
+        extra=vol.ALLOW_EXTRA,
+    ),
+    "scores": vol.Schema(
+        {
+            vol.Required("v"): _version,
+            vol.Required("source"): _text,
+            vol.Required("time"): _time,
+            vol.Optional("level_dbfs"): vol.Any(None, _number),
+            vol.Required("top"): _list(
+                vol.Schema(
+                    {vol.Required("label"): _text, vol.Required("score"): _score},
+                    extra=vol.ALLOW_EXTRA,
+                ),
+                64,
+            ),
+        },
+        extra=vol.ALLOW_EXTRA,
+    ),
+}
+# The plain-text topics and the values each accepts.
+_WORDS: Final[dict[str, dict[str, bool]]] = {
+    "status": {"online": True, "offline": False},
+    "event_state": {"ON": True, "OFF": False},
+    "listening": {"ON": True, "OFF": False},
+}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _decode_json(text: str) -> dict[str, Any] | Dropped:
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as err:
+        return Dropped(f"not JSON: {err}")
+    if not isinstance(data, dict):
+        return Dropped("not a JSON object")
+    version = data.get("v")
+    if isinstance(version, int) and not isinstance(version, bool) and version != VERSION:
+        return Dropped(f"protocol version {version} is not {VERSION}", unknown_version=True)
+    return data
+
+
+def parse(kind: Kind, payload: bytes | str) -> Payload | Dropped:
+    """Validate one payload for a topic kind; return its value or why it was dropped.
+
+    Plain-text topics give a bool, JSON topics their dataclass. A str payload (discovery hands
+    one over) is measured in characters, a lower bound of its size in bytes.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return Dropped(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD_BYTES}")
+    if isinstance(payload, bytes):
+        try:
+            payload = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return Dropped("not UTF-8")
+    if kind in _WORDS:
+        if (word := payload.strip()) in _WORDS[kind]:
+            return _WORDS[kind][word]
+        return Dropped(f"{word[:20]!r} is not one of {', '.join(_WORDS[kind])}")
+    if kind not in SCHEMAS:
+        return Dropped(f"no {kind} messages are read")
+    data = _decode_json(payload)
+    if isinstance(data, Dropped):
+        return data
+    try:
+        valid = SCHEMAS[kind](data)
+    except vol.Invalid as err:
+        return Dropped(f"invalid {kind}: {err}")
+    return _BUILDERS[kind](valid)
+
+
+def _info(data: dict[str, Any]) -> ListenerInfo:
+    return ListenerInfo(
+        id=data["id"],
+        name=data["name"],
+        version=data["version"],
+        model=data["model"],
+        chunk_s=data.get("chunk_s"),
+        listening=data.get("listening"),
+        sources=tuple(
+            SourceInfo(s["name"], s["kind"], s["state"], s["overflows"], s["dropped_s"])
+            for s in data["sources"]
+        ),
+        events=tuple(
+            EventInfo(
+                e["key"], e["name"], tuple(e["labels"]), e["on_threshold"], e["off_threshold"]
+            )
+            for e in data["events"]
+        ),
+        counters=data["counters"],
+    )
+
+
+def _transition(data: dict[str, Any]) -> Transition:
+    return Transition(
+        id=data["id"],
+        type=data["type"],
+        event=data["event"],
+        source=data["source"],
+        label=data["label"],
+        score=data["score"],
+        peak=data["peak"],
+        start=data["start"],
+        end=data["end"],
+        duration_s=data["duration_s"],
+    )
+
+
+def _scores(data: dict[str, Any]) -> Scores:
+    return Scores(
+        source=data["source"],
+        time=data["time"],
+        level_dbfs=data.get("level_dbfs"),
+        top=tuple(LabelScore(t["label"], t["score"]) for t in data["top"]),
+    )
+
+
+_BUILDERS: Final = {"info": _info, "transition": _transition, "scores": _scores}

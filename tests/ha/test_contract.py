@@ -1,0 +1,137 @@
+"""Contract: what the real listener publishes is what the integration reads (docs/protocol.md).
+
+Listener and integration share no code, so this is where a change on one side shows up: the
+listener's own payload builders, and a capture of a real `sat-audio run` on a real mosquitto,
+are parsed by the integration's one schema and compared field by field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.broker import Broker, Subscriber
+
+from custom_components.sat_audio.protocol import (
+    Dropped,
+    ListenerInfo,
+    Scores,
+    Transition,
+    classify,
+    parse,
+)
+from real_listener import Listener, listener_side, write_config
+
+
+def check(base: str, topic: str, payload: bytes | str) -> str:
+    """Parse one published message as the integration does and compare it with its JSON.
+
+    Return the kind of message the integration took it for.
+    """
+    kind = classify(base, topic).kind
+    if kind in ("unknown", "command"):
+        return kind
+    value = parse(kind, payload)
+    assert not isinstance(value, Dropped), f"{topic}: {value.reason}: {payload!r}"
+    if kind in ("status", "event_state", "listening"):
+        text = payload.decode() if isinstance(payload, bytes) else payload
+        assert value is (text in ("online", "ON"))
+        return kind
+    raw: dict[str, Any] = json.loads(payload)
+    match value:
+        case ListenerInfo():
+            assert (value.id, value.name, value.version, value.model) == (
+                raw["id"],
+                raw["name"],
+                raw["version"],
+                raw["model"],
+            )
+            assert (value.chunk_s, value.listening) == (raw["chunk_s"], raw["listening"])
+            assert [e.key for e in value.events] == [e["key"] for e in raw["events"]]
+            assert [e.name for e in value.events] == [e["name"] for e in raw["events"]]
+            assert [list(e.labels) for e in value.events] == [e["labels"] for e in raw["events"]]
+            assert [(s.name, s.kind, s.state) for s in value.sources] == [
+                (s["name"], s["kind"], s["state"]) for s in raw["sources"]
+            ]
+            assert value.counters == raw["counters"]
+        case Transition():
+            assert topic.endswith(f"/event/{value.event}")
+            assert (value.id, value.type, value.label, value.source) == (
+                raw["id"],
+                raw["type"],
+                raw["label"],
+                raw["source"],
+            )
+            assert (value.score, value.peak, value.duration_s) == (
+                raw["score"],
+                raw["peak"],
+                raw["duration_s"],
+            )
+            assert value.start == datetime.fromisoformat(raw["start"])
+            assert value.end == (raw["end"] and datetime.fromisoformat(raw["end"]))
+        case Scores():
+            assert (value.source, value.level_dbfs) == (raw["source"], raw["level_dbfs"])
+            assert value.time == datetime.fromisoformat(raw["time"])
+            assert [(t.label, t.score) for t in value.top] == [
+                (t["label"], t["score"]) for t in raw["top"]
+            ]
+        case _:
+            pytest.fail(f"{topic} parsed as {value!r}")
+    return kind
+
+
+def test_listener_payload_builders() -> None:
+    """Every topic and payload variant the listener's protocol module builds parses."""
+    lines = [json.loads(line) for line in listener_side("payloads").splitlines()]
+    kinds = [check("sat_audio/kitchen", line["topic"], line["payload"]) for line in lines]
+    assert set(kinds) == {"status", "listening", "info", "transition", "event_state", "scores"}
+
+
+def test_captured_from_real_listener(socket_enabled: None, tmp_path: Path) -> None:
+    """A real run with two sources, scores and MQTT discovery on: every message parses."""
+    checkpoint = Path(listener_side("checkpoint", tmp_path, "Shatter").strip())
+    wav = tmp_path / "glass.wav"
+    listener_side("wav", wav, "__XX__X_")
+    sources = [
+        {"name": name, "kind": "file", "path": str(wav), "realtime": False}
+        for name in ("kitchen", "porch")
+    ]
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    subscriber = Subscriber(broker, ("#",)).start()
+    config = write_config(
+        tmp_path,
+        checkpoint,
+        sources,
+        broker.port,
+        # Discovery also publishes the per-source level topics, which the integration ignores.
+        mqtt={"discovery": True},
+        publishing={"scores": True, "rate_hz": 50, "top_k": 3},
+    )
+    listener = Listener(tmp_path, config)
+    try:
+        assert listener.wait(120) == 0, listener.output()
+        subscriber.wait_text("sat_audio/e2e/status", "offline")
+    finally:
+        listener.stop()
+        subscriber.stop()
+        broker.stop()
+
+    kinds: dict[str, int] = {}
+    ignored = set()
+    for message in subscriber.messages:
+        if not message.topic.startswith("sat_audio/e2e/"):
+            continue
+        kind = check("sat_audio/e2e", message.topic, message.payload)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "unknown":
+            ignored.add(message.topic)
+    # Two episodes on each source, published under source-prefixed keys.
+    assert kinds["transition"] == 8, listener.output()
+    assert kinds["scores"] >= 1  # rate-limited by the wall clock, and the files go fast
+    assert {"status", "info", "listening", "event_state"} <= kinds.keys()
+    # The integration reads the level from scores; the plain per-source level topics are not its.
+    assert ignored == {"sat_audio/e2e/level/kitchen", "sat_audio/e2e/level/porch"}
