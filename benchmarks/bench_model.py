@@ -1,8 +1,11 @@
-"""Per-chunk latency, FLOPs, streaming RSS and real-time factor of the SAT-T models.
+"""Per-chunk latency, FLOP floor, profile, streams per 2 cores, RSS and RTF of SAT_T models.
 
-Random weights cost exactly what trained ones do. Run from the repository root:
+Three backends: "reference" (the plain forward, fast=False: the figure before issue 8), "fast"
+(model/fast.py) and "onnx" (onnxruntime, model/onnx_runtime.py). Random weights cost exactly what
+trained ones do. Run from the repository root:
     .venv/bin/python benchmarks/bench_model.py
-Figures on a shared machine are noisy: compare rows of one run, not runs of different days.
+The machine is shared: backends are timed interleaved, chunk by chunk, so their ratios within one
+run are fair even when the absolute figures move with the load.
 """
 
 import argparse
@@ -12,38 +15,65 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from sat_audio.engine import Engine
+from sat_audio.model.onnx_export import export_onnx
+from sat_audio.model.onnx_runtime import OnnxScorer
 from sat_audio.model.registry import get_spec
-from sat_audio.model.sat import build_model
+from sat_audio.model.sat import AudioTransformer, build_model
 
-STREAMING = [("SAT_T_2s", 2.0), ("SAT_T_1s", 1.0)]
+CASES = [("SAT_T_2s", 2.0), ("SAT_T_2s", 0.16), ("SAT_T_1s", 1.0)]
+BACKENDS = ("reference", "fast", "onnx")
 
 RSS_SCRIPT = """
 import re, sys
-import numpy as np, torch
 def status(key):
     return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024
-torch.set_num_threads(1)
-print(status("VmRSS"))
+import numpy as np
+backend, model, chunk_s, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 from sat_audio.engine import Engine
-from sat_audio.model.registry import get_spec
-from sat_audio.model.sat import build_model
-engine = Engine(build_model(get_spec(sys.argv[1])), float(sys.argv[2]))
+if backend == "onnx":
+    from sat_audio.model.onnx_runtime import OnnxScorer
+    scorer = OnnxScorer(model)
+else:
+    import torch
+    from sat_audio.model.registry import get_spec
+    from sat_audio.model.sat import build_model
+    torch.set_num_threads(1)
+    scorer = build_model(get_spec(model))
+base = status("VmRSS")
+engine = Engine(scorer, chunk_s, fast=backend != "reference")
 block = (0.1 * np.random.default_rng(0).standard_normal(1600)).astype(np.float32)
-for _ in range(int(float(sys.argv[3]) / 0.1)):
+for _ in range(int(seconds / 0.1)):
     engine.feed("default", block)
     engine.drain()
-print(status("VmRSS"), status("VmHWM"))
+print(base, status("VmRSS"), status("VmHWM"), int("torch" in sys.modules))
 """
-"""A separate process streams 0.1 s blocks, as the listener does: its RSS after importing
-torch, its RSS at the end and its peak (VmHWM)."""
+"""A separate process streams 0.1 s blocks as the listener does; the onnx one never imports
+torch (it prints whether it did): RSS after loading, at the end, and the peak (VmHWM)."""
+
+
+def matmul_gflops(threads: int) -> float:
+    """Measured float32 matmul rate (512^3 sgemm), the ceiling the floor is computed from."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    for _ in range(10):
+        a @ b
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(20):
+            a @ b
+        best = max(best, 20 * 2 * 512**3 / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
@@ -51,53 +81,165 @@ def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def chunk_latency(variant: str, chunk_s: float, threads: int, repeats: int) -> list[float]:
-    """Milliseconds per chunk through Engine.step (front end, model, memory update)."""
-    torch.set_num_threads(threads)
-    engine = Engine(build_model(get_spec(variant)), chunk_s)
-    chunk = (0.1 * np.random.default_rng(0).standard_normal(engine.chunk_samples)).astype(
-        np.float32
-    )
-    times = []
-    for i in range(repeats + 5):
-        engine.feed("default", chunk)
-        start = time.perf_counter()
-        engine.step()
-        if i >= 5:  # warm-up
-            times.append((time.perf_counter() - start) * 1000)
-    return times
-
-
-def flops_per_chunk(variant: str, chunk_s: float) -> float:
+def chunk_flops(model: AudioTransformer, chunk_s: float, fast: bool) -> float:
     """Counted GFLOPs (2 per multiply-add) of one chunk after the silence-primed memory."""
-    model = build_model(get_spec(variant))
-    memory = model.silence_memory(1)
-    wave = torch.zeros(1, int(chunk_s * 16000))
+    engine = Engine(model, chunk_s, fast=fast)
+    engine.feed("default", np.zeros(engine.chunk_samples, np.float32))
     sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    with (
-        torch.inference_mode(),
-        FlopCounterMode(display=False, custom_mapping={sdpa: _cpu_sdpa_flops}) as counter,
-    ):
-        model(wave, memory)
+    with FlopCounterMode(display=False, custom_mapping={sdpa: _cpu_sdpa_flops}) as counter:
+        engine.step()
     return counter.get_total_flops() / 1e9
 
 
-def streaming_rss_mb(variant: str, chunk_s: float, seconds: float) -> tuple[float, float, float]:
-    """(RSS after imports, RSS after streaming, peak RSS) of a fresh process, MB."""
+def make_engines(
+    model: AudioTransformer, onnx_file: Path, chunk_s: float, streams: int = 1
+) -> dict[str, Engine]:
+    names = [f"s{i}" for i in range(streams)]
+    return {
+        "reference": Engine(model, chunk_s, names, fast=False),
+        "fast": Engine(model, chunk_s, names),
+        "onnx": Engine(OnnxScorer(onnx_file, threads=torch.get_num_threads()), chunk_s, names),
+    }
+
+
+def interleaved(
+    engines: dict[str, Engine], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Milliseconds per Engine.step of each engine, the engines taking turns chunk by chunk:
+    (wall, CPU). CPU time (all threads of the process) leaves out time lost to other processes
+    on this shared machine; at 1 thread it is what the step would take on an idle one."""
+    first = next(iter(engines.values()))
+    rng = np.random.default_rng(0)
+    chunk = (0.1 * rng.standard_normal(first.chunk_samples)).astype(np.float32)
+    wall: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
+    for i in range(repeats + 5):
+        for name, engine in engines.items():
+            for stream in engine.streams:
+                engine.feed(stream, chunk)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            engine.step()
+            if i >= 5:  # warm-up
+                wall[name].append((time.perf_counter() - start) * 1000)
+                cpu[name].append((time.process_time() - start_cpu) * 1000)
+    return wall, cpu
+
+
+def _category(name: str, shapes: list) -> str:
+    if name == "aten::addmm" and len(shapes) > 2 and len(shapes[2]) == 2:
+        k, n = shapes[2]
+        if k == 256:
+            return "patching (matmul)"
+        if n == 527:
+            return "head"
+        return "MLP matmuls" if max(k, n) == 4 * min(k, n) else "attention projections"
+    if "scaled_dot_product" in name:
+        return "attention softmax(QK)V"
+    if any(s in name for s in ("fft", "stft", "abs", "pow", "log10", "clamp", "amax", "maximum")):
+        return "front end"
+    if name in ("aten::mm", "aten::reflection_pad1d"):
+        return "front end"
+    return "norms, GELU, adds, copies"
+
+
+def _event_flops(name: str, shapes: list) -> float:
+    if name == "aten::addmm" and len(shapes) > 2:
+        (m, k), (_, n) = shapes[1][-2:], shapes[2][-2:]
+        return 2.0 * m * k * n
+    if name == "aten::mm":
+        (m, k), (_, n) = shapes[0][-2:], shapes[1][-2:]
+        return 2.0 * m * k * n
+    if name.startswith("aten::_scaled_dot_product") and len(shapes) > 2:
+        b, h, nq, d = shapes[0]
+        return 4.0 * b * h * nq * shapes[1][2] * d
+    return 0.0
+
+
+def profile_chunk(model: AudioTransformer, chunk_s: float, gflops_rate: float) -> None:
+    """Where one chunk of the fast path spends its time, 1 thread, with each part's FLOP floor."""
+    torch.set_num_threads(1)
+    engine = Engine(model, chunk_s)
+    chunk = (0.1 * np.random.default_rng(0).standard_normal(engine.chunk_samples)).astype(
+        np.float32
+    )
+    runs = 30
+    for _ in range(5):
+        engine.feed("default", chunk)
+        engine.step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        start = time.perf_counter()
+        for _ in range(runs):
+            engine.feed("default", chunk)
+            engine.step()
+        wall = (time.perf_counter() - start) * 1000 / runs
+    spent: dict[str, float] = defaultdict(float)
+    flops: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        category = _category(event.name, event.input_shapes or [])
+        spent[category] += event.self_cpu_time_total / 1000 / runs
+        flops[category] += _event_flops(event.name, event.input_shapes or []) / runs
+    spent["Python and dispatch"] = max(0.0, wall - sum(spent.values()))
+    print(
+        f"\nProfile of one {chunk_s} s chunk of {model.spec.name}, fast path, 1 thread "
+        f"(profiler on: {wall:.2f} ms per chunk; floor = FLOPs / {gflops_rate:.0f} GFLOP/s)"
+    )
+    print(f"{'part':<28}{'ms':>8}{'share':>7}{'MFLOPs':>9}{'floor ms':>10}{'x floor':>8}")
+    for category, ms in sorted(spent.items(), key=lambda kv: -kv[1]):
+        mflops = flops.get(category, 0.0) / 1e6
+        floor = mflops / gflops_rate  # MFLOP / (GFLOP/s) = ms
+        ratio = f"{ms / floor:8.1f}" if floor else f"{'-':>8}"
+        print(f"{category:<28}{ms:>8.2f}{ms / wall:>7.0%}{mflops:>9.1f}{floor:>10.3f}{ratio}")
+
+
+def streams_sustained(
+    model: AudioTransformer, onnx_file: Path, chunk_s: float, counts: list[int]
+) -> dict[str, float]:
+    """Batched streams at 2 threads: step time for N streams and the real-time capacity.
+
+    Returns each backend's best capacity among the counts whose p95 step keeps up (< chunk)."""
+    torch.set_num_threads(2)
+    print(
+        f"\nMany streams: {model.spec.name} at {chunk_s} s chunks, every stream's chunk in one "
+        "batched step, 2 threads. per-stream latency = the step (all wait for the batch); "
+        "capacity = N x chunk / step"
+    )
+    print(
+        f"{'streams':>8}{'backend':>10}{'step ms':>10}{'p95 ms':>9}{'ms/stream':>11}"
+        f"{'capacity':>10}"
+    )
+    best: dict[str, float] = defaultdict(float)
+    for count in counts:
+        engines = make_engines(model, onnx_file, chunk_s, count)
+        del engines["reference"]
+        times, _ = interleaved(engines, repeats=max(3, 40 // count))
+        for name, values in times.items():
+            median = statistics.median(values)
+            if np.percentile(values, 95) < chunk_s * 1000:
+                best[name] = max(best[name], count * chunk_s * 1000 / median)
+            print(
+                f"{count:>8}{name:>10}{median:>10.1f}{np.percentile(values, 95):>9.1f}"
+                f"{median / count:>11.2f}{count * chunk_s * 1000 / median:>10.0f}"
+            )
+    return best
+
+
+def streaming_rss(backend: str, model: str, chunk_s: float, seconds: float) -> tuple[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", RSS_SCRIPT, variant, str(chunk_s), str(seconds)],
+        [sys.executable, "-c", RSS_SCRIPT, backend, model, str(chunk_s), str(seconds)],
         capture_output=True,
         text=True,
         check=True,
     )
-    base, end, peak = (float(v) for v in out.stdout.split())
-    return base, end, peak
+    base, end, peak, torch_loaded = out.stdout.split()
+    return (
+        f"{backend:<10} after load {float(base):6.0f} MB, after streaming {float(end):6.0f} MB, "
+        f"peak {float(peak):6.0f} MB, torch imported: {'yes' if torch_loaded == '1' else 'no'}"
+    ), float(peak)
 
 
-def engine_rtf(variant: str, chunk_s: float, seconds: float, threads: int) -> float:
-    """Processing time / audio time of the engine alone over `seconds` of 16 kHz audio."""
-    torch.set_num_threads(threads)
-    engine = Engine(build_model(get_spec(variant)), chunk_s)
+def engine_rtf(make: Callable[[], Engine], seconds: float) -> float:
+    """Processing time / audio time of an engine over `seconds` of 16 kHz audio, in one feed."""
+    engine = make()
     wave = (0.1 * np.random.default_rng(1).standard_normal(int(seconds * 16000))).astype(np.float32)
     start = time.perf_counter()
     engine.feed("default", wave)
@@ -105,64 +247,109 @@ def engine_rtf(variant: str, chunk_s: float, seconds: float, threads: int) -> fl
     return (time.perf_counter() - start) / seconds
 
 
-def tag_rtf(folder: Path, variant: str, seconds: float, threads: int) -> tuple[float, float]:
-    """(wall time / audio time, seconds) of `sat-audio tag` on a 44.1 kHz stereo wav, end to end:
-    start-up, checkpoint load, reading, resampling, every chunk, printing."""
-    spec = get_spec(variant)
-    ckpt = folder / spec.file
-    if not ckpt.exists():
-        torch.save({"model": build_model(spec).state_dict()}, ckpt)
-    wav = folder / f"bench_{seconds:.0f}s.wav"
-    if not wav.exists():
-        rng = np.random.default_rng(2)
-        frames = (0.1 * rng.standard_normal((int(seconds * 44100), 2))).astype(np.float32)
-        sf.write(wav, frames, 44100, subtype="PCM_16")
-    cmd = [sys.executable, "-m", "sat_audio", "tag", str(wav), "-m", str(ckpt)]
-    start = time.perf_counter()
-    subprocess.run([*cmd, "--threads", str(threads)], check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    return wall / seconds, wall
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=100, help="timed chunks per setting")
-    parser.add_argument("--rtf-seconds", type=float, default=600.0, help="audio for the RTF")
+    parser.add_argument("--rtf-seconds", type=float, default=300.0, help="audio for the RTF")
     parser.add_argument("--rss-seconds", type=float, default=60.0, help="audio streamed for RSS")
-    args = parser.parse_args()
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
-    print(
-        f"{'model':<10}{'chunk':>6}{'threads':>8}{'median ms':>11}{'p95 ms':>8}"
-        f"{'x realtime':>11}{'GFLOPs':>8}{'RSS MB':>8}"
+    parser.add_argument(
+        "--streams", default="1,16,64,128,256", help="stream counts for the batched run"
     )
-    rss_notes: list[str] = []
-    for variant, chunk_s in STREAMING:
-        gflops = flops_per_chunk(variant, chunk_s)
-        base, end, rss = streaming_rss_mb(variant, chunk_s, args.rss_seconds)
-        rss_notes.append(f"{variant} {base:.0f} -> {end:.0f} MB (peak {rss:.0f})")
-        for threads in (1, 2):
-            times = chunk_latency(variant, chunk_s, threads, args.repeats)
-            median = statistics.median(times)
-            p95 = float(np.percentile(times, 95))
-            print(
-                f"{variant:<10}{chunk_s:>5}s{threads:>8}{median:>11.2f}{p95:>8.2f}"
-                f"{chunk_s * 1000 / median:>11.0f}{gflops:>8.3f}{rss:>8.0f}"
-            )
+    args = parser.parse_args()
+    rates = {threads: matmul_gflops(threads) for threads in (1, 2)}
     print(
-        f"RSS MB = peak of a process streaming {args.rss_seconds:.0f} s in 0.1 s blocks "
-        f"(1 thread); RSS after imports -> after streaming: {'; '.join(rss_notes)}"
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
+        f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; float32 matmul "
+        f"{rates[1]:.0f} GFLOP/s at 1 thread, {rates[2]:.0f} at 2"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        for variant, chunk_s in STREAMING:
+        models = {}
+        onnx_files = {}
+        for variant in dict.fromkeys(v for v, _ in CASES):
+            models[variant] = build_model(get_spec(variant))
+            onnx_files[variant] = export_onnx(models[variant], Path(tmp) / f"{variant}.onnx")
+        print(
+            "\nPer-chunk latency through Engine.step (front end, model, memory). floor = GFLOPs "
+            "of the plain computation (reference) / matmul rate at that thread count; "
+            "'before' = reference; CPU = process CPU time (all threads)"
+        )
+        print(
+            f"{'model':<10}{'chunk':>6}{'thr':>4}{'backend':>10}{'median ms':>10}{'p95 ms':>8}"
+            f"{'CPU ms':>8}{'vs before':>10}{'floor ms':>9}{'x floor':>8}{'CPU x floor':>12}"
+            f"{'x realtime':>11}{'GFLOPs':>8}"
+        )
+        summary: dict[str, dict[str, str]] = defaultdict(dict)
+        for variant, chunk_s in CASES:
+            model = models[variant]
+            gflops = {
+                "reference": chunk_flops(model, chunk_s, fast=False),
+                "fast": chunk_flops(model, chunk_s, fast=True),
+            }
+            gflops["onnx"] = gflops["fast"]
             for threads in (1, 2):
-                engine = engine_rtf(variant, chunk_s, args.rtf_seconds, threads)
-                cli, wall = tag_rtf(Path(tmp), variant, args.rtf_seconds, threads)
-                print(
-                    f"{args.rtf_seconds:.0f} s of audio, {variant} at {chunk_s} s, "
-                    f"{threads} thread(s): "
-                    f"engine RTF {engine:.4f} ({1 / engine:.0f}x real time); `sat-audio tag` "
-                    f"44.1 kHz stereo wav RTF {cli:.4f} ({wall:.1f} s wall)"
+                torch.set_num_threads(threads)
+                times, cpu = interleaved(
+                    make_engines(model, onnx_files[variant], chunk_s), args.repeats
                 )
+                floor = gflops["reference"] / rates[threads] * 1000
+                before = statistics.median(times["reference"])
+                for name in BACKENDS:
+                    median = statistics.median(times[name])
+                    cpu_ms = statistics.median(cpu[name])
+                    print(
+                        f"{variant:<10}{chunk_s:>5}s{threads:>4}{name:>10}{median:>10.2f}"
+                        f"{np.percentile(times[name], 95):>8.2f}{cpu_ms:>8.2f}"
+                        f"{before / median:>9.2f}x{floor:>9.2f}{median / floor:>8.1f}"
+                        f"{cpu_ms / floor:>12.1f}{chunk_s * 1000 / median:>11.0f}"
+                        f"{gflops[name]:>8.3f}"
+                    )
+                    if variant == "SAT_T_2s":
+                        key = f"{chunk_s:g} s @{threads}"
+                        p95 = np.percentile(times[name], 95)
+                        summary[name][key] = f"{median:.2f}/{p95:.2f}"
+                        summary[name][f"x floor {chunk_s:g} s @{threads}"] = f"{median / floor:.1f}"
+        profile_chunk(models["SAT_T_2s"], 2.0, rates[1])
+        profile_chunk(models["SAT_T_2s"], 0.16, rates[1])
+        counts = [int(c) for c in args.streams.split(",")]
+        capacity = streams_sustained(models["SAT_T_2s"], onnx_files["SAT_T_2s"], 2.0, counts)
+        print(f"\nRSS of a process streaming {args.rss_seconds:.0f} s of SAT_T_2s in 0.1 s blocks")
+        for name in BACKENDS:
+            model_arg = str(onnx_files["SAT_T_2s"]) if name == "onnx" else "SAT_T_2s"
+            line, peak = streaming_rss(name, model_arg, 2.0, args.rss_seconds)
+            print(line)
+            summary[name]["peak RSS MB"] = f"{peak:.0f}"
+            summary[name]["streams/2 cores"] = (
+                f"{capacity[name]:.0f}" if capacity.get(name) else "not run"
+            )
+        print(f"\nOffline: {args.rtf_seconds:.0f} s of audio through the engine, SAT_T_2s at 2 s")
+        model, onnx_file = models["SAT_T_2s"], onnx_files["SAT_T_2s"]
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            makers: dict[str, Callable[[], Engine]] = {
+                "reference": lambda: Engine(model, 2.0, fast=False),
+                "fast": lambda: Engine(model, 2.0),
+                "onnx": lambda n=threads: Engine(OnnxScorer(onnx_file, threads=n), 2.0),
+            }
+            rtf = {name: engine_rtf(make, args.rtf_seconds) for name, make in makers.items()}
+            print(
+                f"{threads} thread(s): "
+                + "; ".join(f"{n} RTF {v:.4f} ({1 / v:.0f}x real time)" for n, v in rtf.items())
+            )
+            for name, value in rtf.items():
+                summary[name][f"RTF @{threads}"] = f"{value:.4f}"
+        print_summary(summary)
+
+
+def print_summary(summary: dict[str, dict[str, str]]) -> None:
+    """The one table: SAT_T_2s per backend; latencies are median/p95 ms per chunk."""
+    columns = list(next(iter(summary.values())))
+    for row in summary.values():
+        columns.extend(c for c in row if c not in columns)
+    print("\nSummary, SAT_T_2s (chunk latency median/p95 ms at @N threads; 'reference' = before)")
+    print(f"{'backend':<10}" + "".join(f"{c:>{max(len(c), 11) + 2}}" for c in columns))
+    for name, row in summary.items():
+        cells = (f"{row.get(c, '-'):>{max(len(c), 11) + 2}}" for c in columns)
+        print(f"{name:<10}" + "".join(cells))
 
 
 if __name__ == "__main__":

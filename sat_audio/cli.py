@@ -129,12 +129,25 @@ def cmd_models(args: argparse.Namespace) -> int:
     names = args.names or ([DEFAULT_MODEL] if args.action == "download" else [])
     if not names:
         raise SatAudioError("name at least one model")
+    if args.action == "export-onnx":
+        return _export_onnx(names, args.model_dir)
     for name in names:
         spec = get_spec(name)
         if args.action == "path":
             print(cached_path(spec, args.model_dir))
         else:
             print(ensure_checkpoint(spec, args.model_dir))
+    return 0
+
+
+def _export_onnx(names: list[str], model_dir: str | None) -> int:
+    """Export streaming models for model.backend onnx, each beside its checkpoint."""
+    from sat_audio.model.checkpoint import load_model
+    from sat_audio.model.onnx_export import export_onnx
+    from sat_audio.model.onnx_runtime import onnx_path
+
+    for name in names:
+        print(export_onnx(load_model(name, directory=model_dir), onnx_path(name, model_dir)))
     return 0
 
 
@@ -304,8 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--model-dir", default=None, help=model_dir_help)
 
     models = add("models", cmd_models)
-    models.add_argument("action", choices=["list", "download", "path"])
-    models.add_argument("names", nargs="*", metavar="NAME", help="registry names")
+    models.add_argument("action", choices=["list", "download", "path", "export-onnx"])
+    models.add_argument(
+        "names", nargs="*", metavar="NAME", help="registry names (export-onnx: or checkpoint paths)"
+    )
     models.add_argument("--model-dir", default=None, help=model_dir_help)
 
     labels = add("labels", cmd_labels)

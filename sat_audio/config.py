@@ -30,7 +30,7 @@ PCM_FORMATS = ("s16le", "s32le", "f32le")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 COMBINE = ("max", "sum", "mean")
 SMOOTHING = ("ema", "median")
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnx")
 
 
 class ConfigError(SatAudioError):

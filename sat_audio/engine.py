@@ -6,15 +6,20 @@ streams batched together score exactly like N engines with one stream each.
 
 import math
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from sat_audio import SAMPLE_RATE
 from sat_audio.errors import SatAudioError
-from sat_audio.model.frontend import HOP
-from sat_audio.model.sat import PATCH, AudioTransformer
+from sat_audio.model.registry import ModelSpec
+from sat_audio.model.shapes import HOP, PATCH, State
+
+if TYPE_CHECKING:
+    from sat_audio.config import ModelConfig
+    from sat_audio.model.sat import AudioTransformer
 
 MIN_CHUNK_S = 0.16
 """One patch column: 0.16 s gives 17 mel frames, the shortest chunk a model can score."""
@@ -40,11 +45,55 @@ def level_dbfs(samples: np.ndarray) -> float:
     return max(-120.0, 20.0 * math.log10(max(rms, 1e-6)))
 
 
+@runtime_checkable
+class Scorer(Protocol):
+    """What the engine runs: the torch model (model/fast.py) or the ONNX runtime."""
+
+    spec: ModelSpec
+
+    def check_chunk(self, samples: int) -> None: ...
+
+    def initial_state(self, batch: int) -> State: ...
+
+    def score(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, State]: ...
+
+    def inference(self) -> AbstractContextManager[object]: ...
+
+
+def load_scorer(cfg: "ModelConfig") -> Scorer:
+    """The configured model on its backend; the onnx backend never imports torch."""
+    if cfg.backend == "onnx":
+        from sat_audio.model.onnx_runtime import OnnxScorer, onnx_path
+
+        return OnnxScorer(onnx_path(cfg.name, cfg.dir), threads=cfg.threads)
+    import torch
+
+    from sat_audio.model.checkpoint import load_model
+
+    torch.set_num_threads(cfg.threads)
+    return _torch_scorer(load_model(cfg.name, directory=cfg.dir), fast=True)
+
+
+def _torch_scorer(model: "AudioTransformer", fast: bool) -> Scorer:
+    from sat_audio.model.fast import TorchScorer  # torch only when a torch model is given
+
+    return TorchScorer(model, fast=fast)
+
+
 class Engine:
-    """Chunker and batched model runner for one or more named streams."""
+    """Chunker and batched model runner for one or more named streams.
+
+    model is a torch AudioTransformer (fast=False runs its plain reference forward) or any
+    Scorer, such as the ONNX runtime's.
+    """
 
     def __init__(
-        self, model: AudioTransformer, chunk_seconds: float, streams: Sequence[str] = ("default",)
+        self,
+        model: "AudioTransformer | Scorer",
+        chunk_seconds: float,
+        streams: Sequence[str] = ("default",),
+        *,
+        fast: bool = True,
     ) -> None:
         if chunk_seconds < MIN_CHUNK_S:
             raise SatAudioError(
@@ -52,17 +101,16 @@ class Engine:
             )
         if not streams or len(set(streams)) != len(streams):
             raise SatAudioError(f"stream names must be unique and non-empty, got {list(streams)}")
-        self.model = model
+        self.scorer = model if isinstance(model, Scorer) else _torch_scorer(model, fast)
+        self.spec = self.scorer.spec
         self.chunk_seconds = chunk_seconds
         # upstream: int(chunk_length * sr) truncates, so -c 2.01 gives 32159-sample chunks.
         self.chunk_samples = int(chunk_seconds * SAMPLE_RATE)
-        model.check_chunk(self.chunk_samples)
+        self.scorer.check_chunk(self.chunk_samples)
         self.streams = list(streams)
         self._slot = {name: i for i, name in enumerate(self.streams)}
-        self._silence = model.silence_memory(1)
-        self._memory = (
-            None if self._silence is None else self._silence.repeat(1, len(self.streams), 1, 1)
-        )
+        self._silence = self.scorer.initial_state(1)
+        self._state = self.scorer.initial_state(len(self.streams))
         self._buffers = {name: np.zeros(0, np.float32) for name in self.streams}
         self._consumed = dict.fromkeys(self.streams, 0)
         self._index = dict.fromkeys(self.streams, 0)
@@ -118,21 +166,27 @@ class Engine:
             self._buffers[name] = np.zeros(0, np.float32)
             self._consumed[name] = 0
             self._index[name] = 0
-            if not keep_memory and self._memory is not None and self._silence is not None:
-                self._memory[:, self._slot[name]] = self._silence[:, 0]
+            if not keep_memory:
+                with self.scorer.inference():
+                    for part, silence in zip(self._state, self._silence, strict=True):
+                        part[self._slot[name]] = silence[0]
 
     def pending_samples(self, stream: str) -> int:
         return int(self._buffers[stream].size)
 
     def _run(self, names: list[str], chunks: np.ndarray) -> list[ChunkResult]:
-        slots = torch.tensor([self._slot[n] for n in names])
-        with torch.inference_mode():
-            memory = None if self._memory is None else self._memory[:, slots]
-            scores, memory = self.model(torch.from_numpy(chunks), memory)
-            if memory is not None and self._memory is not None:
-                self._memory[:, slots] = memory
+        slots = [self._slot[n] for n in names]
+        everyone = slots == list(range(len(self.streams)))
+        with self.scorer.inference():
+            state = self._state if everyone else tuple(part[slots] for part in self._state)
+            scores, state = self.scorer.score(chunks, state)
+            if everyone:
+                self._state = state
+            else:
+                for part, new in zip(self._state, state, strict=True):
+                    part[slots] = new
         out = []
-        for name, chunk, row in zip(names, chunks, scores.numpy(), strict=True):
+        for name, chunk, row in zip(names, chunks, scores, strict=True):
             start = self._consumed[name]
             self._consumed[name] += chunk.size
             out.append(

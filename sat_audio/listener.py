@@ -13,12 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-import torch
-
 from sat_audio.config import Config
-from sat_audio.engine import ChunkResult, Engine
+from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.labels import all_labels
-from sat_audio.model.checkpoint import load_model
 from sat_audio.publish.base import Publisher
 from sat_audio.publish.protocol import (
     Payload,
@@ -125,8 +122,7 @@ class Listener:
 
     def run(self, stop: threading.Event) -> int:
         cfg = self.config
-        torch.set_num_threads(cfg.model.threads)
-        model = load_model(cfg.model.name, directory=cfg.model.dir)
+        model = load_scorer(cfg.model)
         chunk_s = cfg.model.chunk_seconds or model.spec.chunk_s
         self.chunk_s = chunk_s
         self.model_name = model.spec.name

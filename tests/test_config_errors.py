@@ -44,7 +44,11 @@ CORPUS = [
         "model: {chunk_seconds: 0.1}",
         "model.chunk_seconds: expected a number from 0.16 to 60, got 0.1",
     ),
-    ("model backend", "model: {backend: onnx}", "model.backend: expected one of torch, got 'onnx'"),
+    (
+        "model backend",
+        "model: {backend: tflite}",
+        "model.backend: expected one of torch, onnx, got 'tflite'",
+    ),
     (
         "model misspelt key",
         "model: {chunk_length: 1.0}",

@@ -27,13 +27,17 @@ def run_single(model: torch.nn.Module, wave: np.ndarray, chunk_s: float) -> list
     return [r.scores for r in engine.drain()]
 
 
+@pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("chunk_s", [2.0, 0.16, 0.5, 3.0])
-def test_memory_stays_bounded(model: torch.nn.Module, chunk_s: float) -> None:
-    engine = Engine(model, chunk_s)
-    shape = engine._memory.shape
+def test_memory_stays_bounded(model: torch.nn.Module, chunk_s: float, fast: bool) -> None:
+    engine = Engine(model, chunk_s, fast=fast)
+    shapes = [tuple(part.shape) for part in engine._state]
     engine.feed("default", audio(12, 0))
     assert len(engine.drain()) == int(12 / chunk_s)
-    assert engine._memory.shape == shape == (12, 1, 48, 192)
+    assert [tuple(part.shape) for part in engine._state] == shapes
+    # the fast path keeps keys and values (2 x 192) of every block's memory but the first
+    widths = [192] * 12 if not fast else [192] + [384] * 11
+    assert shapes == [(1, 48, width) for width in widths]
 
 
 @pytest.mark.parametrize("chunk_s", [2.0, 0.16, 1.0])

@@ -9,12 +9,9 @@ import torch
 from torch import nn
 
 from sat_audio import SAMPLE_RATE
+from sat_audio.model.shapes import F_MAX, HOP, N_FFT, N_MELS, TOP_DB, frames_for
 
-N_FFT = 512
-HOP = 160
-N_MELS = 64
-F_MAX = 8000.0
-TOP_DB = 120.0
+__all__ = ["HOP", "N_FFT", "N_MELS", "LogMel", "frames_for", "hz_to_mel", "mel_filterbank"]
 
 
 def hz_to_mel(hz: float) -> float:
@@ -50,6 +47,10 @@ class LogMel(nn.Module):
         self.register_buffer("fbank", mel_filterbank(), persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.log_mel(self.power(wave))
+
+    def power(self, wave: torch.Tensor) -> torch.Tensor:
+        """Waveform (B, S) -> power spectrogram (B, 257, 1 + S // 160)."""
         spec = torch.stft(
             wave,
             n_fft=N_FFT,
@@ -60,13 +61,19 @@ class LogMel(nn.Module):
             pad_mode="reflect",
             return_complex=True,
         )
-        power = spec.abs().pow(2.0)
+        return spec.abs().pow(2.0)
+
+    def log_mel(self, power: torch.Tensor, whole: torch.Tensor | None = None) -> torch.Tensor:
+        """Power (B, 257, T) -> dB mel, floored at 120 dB below the loudest of `whole`.
+
+        whole is the power of the entire chunk when `power` is a piece of it (the ONNX graph
+        scores a long chunk piece by piece); by default the floor comes from `power` itself.
+        """
         mel = torch.matmul(power.transpose(-1, -2), self.fbank).transpose(-1, -2)
         db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
-        floor = db.amax(dim=(-2, -1), keepdim=True) - TOP_DB
-        return torch.maximum(db, floor)
-
-
-def frames_for(samples: int) -> int:
-    """Mel frames a chunk of `samples` gives with centring."""
-    return 1 + samples // HOP
+        if whole is not None:
+            mel = torch.matmul(whole.transpose(-1, -2), self.fbank).transpose(-1, -2)
+            peak = 10.0 * torch.log10(torch.clamp(mel.amax(dim=(-2, -1), keepdim=True), min=1e-10))
+        else:
+            peak = db.amax(dim=(-2, -1), keepdim=True)
+        return torch.maximum(db, peak - TOP_DB)

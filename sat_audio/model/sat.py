@@ -13,12 +13,17 @@ from torch import nn
 
 from sat_audio import SAMPLE_RATE
 from sat_audio.errors import SatAudioError
-from sat_audio.model.frontend import HOP, N_MELS, LogMel, frames_for
+from sat_audio.model.frontend import LogMel
 from sat_audio.model.registry import ModelSpec
-
-PATCH = 16
-FREQ_ROWS = N_MELS // PATCH
-N_CLASSES = 527
+from sat_audio.model.shapes import (
+    FREQ_ROWS,
+    HOP,
+    N_CLASSES,
+    N_MELS,
+    PATCH,
+    frames_for,
+    short_piece_error,
+)
 
 
 class Mlp(nn.Module):
@@ -146,10 +151,7 @@ class AudioTransformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.init_bn(self.front_end(wave).unsqueeze(1))
         if x.shape[-1] < PATCH:
-            raise SatAudioError(
-                f"a chunk needs at least {PATCH} mel frames ({(PATCH - 1) * 160} samples), "
-                f"got {x.shape[-1]}"
-            )
+            raise SatAudioError(short_piece_error(x.shape[-1]))
         if self.spec.streaming:
             return self._forward_stream(x, memory)
         return self._forward_vit(x), None

@@ -1,0 +1,203 @@
+"""The fast streaming path: the same scores as AudioTransformer.forward, less work per chunk.
+
+A streaming block's memory is its inputs of the last chunks; its keys and values are
+to_kv(norm1(memory)), so for every block but the first they are computed once, when the tokens
+enter the memory, and kept. The first block's memory gets positional embeddings added again each
+chunk (upstream's quirk), which changes its keys and values every time, so that block alone keeps
+its inputs and recomputes them. The state of a batch is therefore one tensor per block:
+    the first block's memory (B, M, D), as in AudioTransformer,
+    then keys and values of every later block's memory (B, M, 2D), kept as views, never stacked.
+Other savings: q, k, v of the chunk in one matmul, the patch convolution as one matmul, the
+BatchNorm and positional sums folded into precomputed tensors, no nn.Module dispatch.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sat_audio.errors import SatAudioError
+from sat_audio.model.sat import FREQ_ROWS, PATCH, AudioTransformer, Block
+from sat_audio.model.shapes import State, short_piece_error
+
+LN_EPS = 1e-6
+
+
+class _FastBlock(nn.Module):
+    """One block's weights, shared with the model except the fused qkv projection."""
+
+    def __init__(self, block: Block) -> None:
+        super().__init__()
+        attn = block.attn
+        self.num_heads = attn.num_heads
+        tensors = {
+            "n1_w": block.norm1.weight,
+            "n1_b": block.norm1.bias,
+            "qkv_w": torch.cat((attn.to_q.weight, attn.to_kv.weight)),
+            "qkv_b": torch.cat((attn.to_q.bias, attn.to_kv.bias)),
+            "kv_w": attn.to_kv.weight,
+            "kv_b": attn.to_kv.bias,
+            "proj_w": attn.proj.weight,
+            "proj_b": attn.proj.bias,
+            "n2_w": block.norm2.weight,
+            "n2_b": block.norm2.bias,
+            "fc1_w": block.mlp.fc1.weight,
+            "fc1_b": block.mlp.fc1.bias,
+            "fc2_w": block.mlp.fc2.weight,
+            "fc2_b": block.mlp.fc2.bias,
+        }
+        for name, tensor in tensors.items():
+            self.register_buffer(name, tensor.detach(), persistent=False)
+
+    def memory_kv(self, memory: torch.Tensor) -> torch.Tensor:
+        """Keys and values of memory tokens, (B, M, 2D)."""
+        dim = memory.shape[-1]
+        return F.linear(
+            F.layer_norm(memory, (dim,), self.n1_w, self.n1_b, LN_EPS), self.kv_w, self.kv_b
+        )
+
+    def forward(
+        self, x: torch.Tensor, kv_memory: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chunk tokens, memory keys/values) -> (block output, keys/values of memory + chunk)."""
+        b, n, d = x.shape
+        h = self.num_heads
+        qkv = F.linear(F.layer_norm(x, (d,), self.n1_w, self.n1_b, LN_EPS), self.qkv_w, self.qkv_b)
+        kv = torch.cat((kv_memory, qkv[..., d:]), dim=1)
+        q = qkv[..., :d].reshape(b, n, h, d // h).transpose(1, 2)
+        k = kv[..., :d].reshape(b, -1, h, d // h).transpose(1, 2)
+        v = kv[..., d:].reshape(b, -1, h, d // h).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        x = x + F.linear(out, self.proj_w, self.proj_b)
+        hidden = F.gelu(
+            F.linear(F.layer_norm(x, (d,), self.n2_w, self.n2_b, LN_EPS), self.fc1_w, self.fc1_b)
+        )
+        return x + F.linear(hidden, self.fc2_w, self.fc2_b), kv
+
+
+class FastPiece(nn.Module):
+    """One piece of log-mel through a streaming model with its memory as explicit tensors.
+
+    forward(mel (B, 64, T), *state) -> (scores (B, 527), *state); T frames give
+    T // 16 patch columns, at most the model's target. This is also what is exported to ONNX.
+    Build it after the weights are loaded: it keeps views of them and a fused copy of q/kv.
+    """
+
+    @torch.no_grad()
+    def __init__(self, model: AudioTransformer) -> None:
+        super().__init__()
+        spec = model.spec
+        if not spec.streaming:
+            raise SatAudioError(
+                f"{spec.name} is a plain ViT; the fast path is for streaming models"
+            )
+        self.memory_tokens = model.memory_tokens
+        self.token_pooling = spec.pooling == "token"
+        bn = model.init_bn[1]
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        dim = spec.embed_dim
+        time_pos = model.time_pos_embed[0, :, 0].T  # (columns, D)
+        freq_pos = model.freq_pos_embed[0, :, :, 0].T  # (rows, D)
+        memory_columns = self.memory_tokens // FREQ_ROWS
+        memory_pos = (freq_pos[:, None] + time_pos[None, -memory_columns:]).reshape(-1, dim)
+        tensors = {
+            "bn_scale": scale[:, None],
+            "bn_shift": (bn.bias - bn.running_mean * scale)[:, None],
+            "patch_w": model.patch_embed.proj.weight.reshape(dim, PATCH * PATCH),
+            "patch_b": model.patch_embed.proj.bias,
+            "time_pos": time_pos,
+            "freq_pos": freq_pos,
+            "memory_pos": memory_pos,
+            "norm_w": model.norm.weight,
+            "norm_b": model.norm.bias,
+            "out_norm_w": model.outputlayer[0].weight,
+            "out_norm_b": model.outputlayer[0].bias,
+            "out_w": model.outputlayer[1].weight,
+            "out_b": model.outputlayer[1].bias,
+        }
+        if self.token_pooling:
+            tensors["cls"] = (model.cls_token[0] + model.token_pos_embed).detach()
+        for name, tensor in tensors.items():
+            self.register_buffer(name, tensor.detach(), persistent=False)
+        self.out_norm_eps = model.outputlayer[0].eps
+        self.blocks = nn.ModuleList(_FastBlock(block) for block in model.blocks)
+
+    def state_from_memory(self, memory: torch.Tensor) -> State:
+        """The fast state of an AudioTransformer memory (depth, B, M, D)."""
+        kv = [block.memory_kv(memory[i]) for i, block in enumerate(self.blocks) if i > 0]
+        return (memory[0], *kv)
+
+    def forward(self, mel: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b = mel.shape[0]
+        columns = mel.shape[-1] // PATCH
+        dim = self.patch_b.shape[0]
+        x = mel[..., : columns * PATCH] * self.bn_scale + self.bn_shift
+        patches = (
+            x.reshape(b, FREQ_ROWS, PATCH, columns, PATCH)
+            .permute(0, 1, 3, 2, 4)
+            .reshape(b, FREQ_ROWS * columns, PATCH * PATCH)
+        )
+        pos = (self.freq_pos[:, None] + self.time_pos[None, :columns]).reshape(-1, dim)
+        x = F.linear(patches, self.patch_w, self.patch_b) + pos
+        if self.token_pooling:
+            x = torch.cat((self.cls.expand(b, -1, -1), x), dim=1)
+        # upstream: the first block's memory gets its positions added once more, every chunk.
+        first = state[0] + self.memory_pos
+        new_state = [torch.cat((first, x), dim=1)[:, -self.memory_tokens :]]
+        kv = (self.blocks[0].memory_kv(first), *state[1:])
+        for i, (block, kv_memory) in enumerate(zip(self.blocks, kv, strict=True)):
+            x, kv_all = block(x, kv_memory)
+            if i > 0:  # the first block's keys and values are recomputed, see above
+                new_state.append(kv_all[:, -self.memory_tokens :])
+        tokens = F.layer_norm(x, (dim,), self.norm_w, self.norm_b, LN_EPS)
+        pooled = tokens[:, 0] if self.token_pooling else tokens.mean(dim=1)
+        pooled = F.layer_norm(pooled, (dim,), self.out_norm_w, self.out_norm_b, self.out_norm_eps)
+        scores = torch.sigmoid(F.linear(pooled, self.out_w, self.out_b))
+        return (scores, *new_state)
+
+
+class TorchScorer:
+    """Scores chunks of a torch model for the engine; fast=False runs the plain forward."""
+
+    def __init__(self, model: AudioTransformer, fast: bool = True) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.fast = fast and model.spec.streaming
+        self._piece = FastPiece(model) if self.fast else None
+
+    def check_chunk(self, samples: int) -> None:
+        self.model.check_chunk(samples)
+
+    def initial_state(self, batch: int) -> State:
+        """The state after a memory-length of silence; () for a plain ViT."""
+        with torch.inference_mode():
+            memory = self.model.silence_memory(batch)
+            if memory is None:
+                return ()
+            if self._piece is None:
+                return tuple(memory)
+            return self._piece.state_from_memory(memory)
+
+    def score(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """(B, S) float32 samples and the batch's state -> (B, 527) scores, new state."""
+        with torch.inference_mode():
+            wave = torch.from_numpy(chunks)
+            if self._piece is None:
+                scores, memory = self.model(wave, torch.stack(state) if state else None)
+                return scores.numpy(), () if memory is None else tuple(memory)
+            mel = self.model.front_end(wave)
+            target = self.spec.target_frames
+            if mel.shape[-1] < PATCH:
+                raise SatAudioError(short_piece_error(mel.shape[-1]))
+            pieces = mel.split(target, dim=-1) if mel.shape[-1] > target else (mel,)
+            outs = []
+            for piece in pieces:
+                if piece.shape[-1] < target and len(pieces) > 1:
+                    continue  # upstream: a short last piece of a long chunk is dropped
+                scores, *state = self._piece(piece, *state)
+                outs.append(scores)
+            return torch.stack(outs, dim=-1).mean(dim=-1).numpy(), tuple(state)
+
+    def inference(self) -> torch.inference_mode:
+        """The engine writes states inside this, as they are inference tensors."""
+        return torch.inference_mode()

@@ -1,0 +1,122 @@
+"""The light runtime: a streaming model exported to ONNX, run by onnxruntime, no torch.
+
+OnnxScorer has the interface the engine runs (engine.Scorer). numpy computes the power
+spectrogram (its FFT agrees with torch.stft to float32 rounding); the exported graph does the
+rest: mel, dB, the model (model/fast.FastPiece). `sat-audio models export-onnx` makes the
+files, in a torch process.
+"""
+
+import base64
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from sat_audio.errors import SatAudioError
+from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
+from sat_audio.model.shapes import HOP, N_FFT, PATCH, State
+
+FORMAT = "1"
+"""The graph's inputs and metadata as model/onnx_export.py writes them; bumped when they change."""
+WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+"""Periodic Hann window, as torch.hann_window."""
+
+
+def power_spectrum(wave: np.ndarray) -> np.ndarray:
+    """(B, S) float32 -> (B, 257, 1 + S // 160) power, centred and reflect-padded as torch.stft.
+
+    numpy's FFT, not a matmul: no BLAS threads spinning beside the configured ones.
+    """
+    padded = np.pad(wave, ((0, 0), (N_FFT // 2, N_FFT // 2)), mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)[:, ::HOP]
+    spec = np.fft.rfft(frames * WINDOW, axis=-1)
+    power = np.square(spec.real) + np.square(spec.imag)
+    return np.ascontiguousarray(power.transpose(0, 2, 1), dtype=np.float32)
+
+
+class OnnxScorer:
+    """Scores chunks through an exported streaming model."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise SatAudioError(
+                "model.backend onnx needs onnxruntime: pip install 'sat-audio[onnx]'"
+            ) from err
+        path = Path(path)
+        if not path.is_file():
+            raise SatAudioError(
+                f"ONNX model {path} not found; make it with `sat-audio models export-onnx`"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+            meta = self.session.get_modelmeta().custom_metadata_map
+            if meta["sat_audio.format"] != FORMAT:
+                raise ValueError(f"format {meta['sat_audio.format']}, this version reads {FORMAT}")
+            self.spec = ModelSpec(**json.loads(meta["sat_audio.spec"]))
+            silence = np.load(io.BytesIO(base64.b64decode(meta["sat_audio.silence"])))
+        except Exception as err:  # onnxruntime raises its own types for a bad file
+            raise SatAudioError(
+                f"{path} is not a SAT Audio ONNX model of this version ({err}); "
+                "re-export it with `sat-audio models export-onnx`"
+            ) from err
+        self._silence = tuple(silence[f"arr_{i}"] for i in range(len(silence.files)))
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    def check_chunk(self, samples: int) -> None:
+        """Any chunk of at least one patch column fits: longer ones run as target pieces."""
+        if 1 + samples // HOP < PATCH:
+            raise SatAudioError(f"a chunk needs at least {(PATCH - 1) * HOP} samples")
+
+    def initial_state(self, batch: int) -> State:
+        return tuple(np.repeat(s[None], batch, axis=0) for s in self._silence)
+
+    def score(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        whole = power_spectrum(chunks)
+        target = self.spec.target_frames
+        frames = whole.shape[-1]
+        if frames > target:
+            # upstream: target-length pieces through the memory; a short last piece is dropped.
+            bounds = [(start, start + target) for start in range(0, frames - target + 1, target)]
+        else:
+            bounds = [(0, frames // PATCH * PATCH)]
+        outs = []
+        for start, end in bounds:
+            piece = whole if end - start == frames else np.ascontiguousarray(whole[..., start:end])
+            feed = dict(zip(self._inputs, (piece, whole, *state), strict=True))
+            scores, *new_state = self.session.run(self._outputs, feed)
+            state = tuple(new_state)
+            outs.append(scores)
+        return np.mean(outs, axis=0) if len(outs) > 1 else outs[0], state
+
+    def inference(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+
+def onnx_path(name: str, directory: str | Path | None = None) -> Path:
+    """Where the ONNX export of a model lives: beside its checkpoint, `.onnx` for `.pt`.
+
+    name is a registry name (its checkpoint in `directory`, $SAT_AUDIO_MODEL_DIR or models/, as
+    checkpoint.model_dir), a checkpoint path, or an .onnx path.
+    """
+    if name in registry():
+        chosen = directory or os.environ.get("SAT_AUDIO_MODEL_DIR")
+        folder = Path(chosen).expanduser() if chosen else data_dir()
+        return folder / Path(get_spec(name).file).with_suffix(".onnx").name
+    if urlparse(name).scheme in ("http", "https"):
+        raise SatAudioError(
+            f"model.backend onnx needs a registry name or a local file, not the URL {name}"
+        )
+    return Path(name).expanduser().with_suffix(".onnx")

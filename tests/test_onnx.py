@@ -1,0 +1,161 @@
+"""The light runtime: `sat-audio models export-onnx`, onnxruntime scores within 1e-4 of torch,
+and a listener on model.backend onnx that never imports torch."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sat_audio.config import ConfigError, parse_config
+from sat_audio.engine import Engine
+from sat_audio.errors import SatAudioError
+from sat_audio.labels import find
+from sat_audio.model.checkpoint import load_model
+from sat_audio.model.frontend import LogMel
+from sat_audio.model.onnx_export import export_onnx
+from sat_audio.model.onnx_runtime import OnnxScorer, onnx_path, power_spectrum
+from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
+from tests.test_listener import file_source, make_wav, write_config
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, its .onnx made by the CLI) of a SAT_T_2s whose head always says "Bark"."""
+    model = fire_label(random_model("SAT_T_2s", seed=2), find("Bark").index, logit=3.0)
+    folder = tmp_path_factory.mktemp("onnx")
+    checkpoint = save_upstream(model, folder / upstream_name("SAT_T_2s"))
+    out = subprocess.run(
+        [sys.executable, "-m", "sat_audio", "models", "export-onnx", str(checkpoint)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    onnx_file = Path(out.stdout.strip().splitlines()[-1])
+    assert onnx_file == checkpoint.with_suffix(".onnx") and onnx_file.stat().st_size > 1e6
+    return checkpoint, onnx_file
+
+
+@pytest.fixture(scope="module")
+def random_exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, .onnx) of a SAT_T_2s with every weight random: its scores move."""
+    folder = tmp_path_factory.mktemp("onnx_random")
+    model = random_model("SAT_T_2s", seed=4)
+    checkpoint = save_upstream(model, folder / upstream_name("SAT_T_2s"))
+    return checkpoint, export_onnx(model, checkpoint.with_suffix(".onnx"))
+
+
+def audio(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    envelope = 0.01 + 0.5 * (np.sin(np.arange(n) / 7000.0 * (1 + seed)) > 0)
+    return (envelope * rng.standard_normal(n)).astype(np.float32)
+
+
+@pytest.mark.parametrize("chunk_s", [2.0, 0.16, 0.5, 4.5])
+def test_onnx_scores_like_torch_over_a_stream(
+    random_exported: tuple[Path, Path], chunk_s: float
+) -> None:
+    checkpoint, onnx_file = random_exported
+    torch_engine = Engine(load_model(str(checkpoint)), chunk_s, ["a", "b"], fast=False)
+    onnx_engine = Engine(OnnxScorer(onnx_file), chunk_s, ["a", "b"])
+    waves = {"a": audio(max(10.0, 6 * chunk_s), 1), "b": audio(max(7.0, 4 * chunk_s), 2)}
+    results: list[list[np.ndarray]] = [[], []]
+    for out, engine in zip(results, (torch_engine, onnx_engine), strict=True):
+        for step in range(0, waves["a"].size, 7000):  # the streams arrive in blocks, out of step
+            for name, wave in waves.items():
+                engine.feed(name, wave[step : step + 7000])
+            out.extend(r.scores for r in engine.drain())
+        for name in waves:
+            out.extend(r.scores for r in engine.flush(name))
+    ref, got = (np.stack(out) for out in results)
+    assert ref.shape == got.shape and len(ref) >= 10
+    assert np.abs(got - ref).max() < TOLERANCE
+    assert np.abs(ref - ref.mean(axis=0)).max() > 100 * TOLERANCE  # the scores do move
+
+
+def test_numpy_spectrum_gives_torch_log_mel() -> None:
+    wave = np.stack([audio(2.0, 3), audio(2.0, 4) * 1e-3])
+    front_end = LogMel()
+    want = front_end(torch.from_numpy(wave))
+    power = power_spectrum(wave)
+    assert power.shape == (2, 257, 201)
+    got = front_end.log_mel(torch.from_numpy(power))
+    assert (got - want).abs().max() < 1e-3  # dB, on a range of 120 dB
+
+
+def test_a_piece_is_floored_from_its_whole_chunk() -> None:
+    front_end = LogMel()
+    wave = torch.from_numpy(np.concatenate([audio(1.0, 5), 0.0 * audio(1.0, 6)])[None])
+    whole = front_end.power(wave)
+    quiet = whole[..., 150:]  # silence only: alone, its floor would be 120 dB below itself
+    torch.testing.assert_close(front_end.log_mel(quiet, whole), front_end(wave)[..., 150:])
+    assert not torch.equal(front_end.log_mel(quiet), front_end(wave)[..., 150:])
+
+
+def test_bad_onnx_files_are_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SatAudioError, match="not found; make it with `sat-audio models"):
+        OnnxScorer(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(SatAudioError, match="is not a SAT Audio ONNX model of this version"):
+        OnnxScorer(junk)
+    with pytest.raises(SatAudioError, match="ONNX export is for streaming models"):
+        export_onnx(random_model("audiotransformer_tiny"), tmp_path / "vit.onnx")
+
+
+def test_an_export_of_another_format_asks_for_a_new_one(
+    tmp_path: Path, random_exported: tuple[Path, Path]
+) -> None:
+    import onnx
+
+    proto = onnx.load(random_exported[1])
+    for entry in proto.metadata_props:
+        if entry.key == "sat_audio.format":
+            entry.value = "0"
+    onnx.save(proto, tmp_path / "old.onnx")
+    with pytest.raises(SatAudioError, match=r"format 0, this version reads 1.*re-export"):
+        OnnxScorer(tmp_path / "old.onnx")
+
+
+def test_onnx_path_sits_beside_the_checkpoint(tmp_path: Path) -> None:
+    assert onnx_path("SAT_T_2s", tmp_path) == tmp_path / "SAT_T_stream2s_mAP_43_34.onnx"
+    assert onnx_path(str(tmp_path / "x.pt")) == tmp_path / "x.onnx"
+    with pytest.raises(SatAudioError, match="not the URL"):
+        onnx_path("https://example.com/x.pt")
+
+
+def test_config_accepts_onnx_and_names_a_bad_backend() -> None:
+    assert parse_config({"model": {"backend": "onnx"}}).model.backend == "onnx"
+    with pytest.raises(ConfigError, match="backend"):
+        parse_config({"model": {"backend": "tflite"}})
+
+
+def test_listener_on_onnx_detects_events_without_importing_torch(
+    tmp_path: Path, exported: tuple[Path, Path]
+) -> None:
+    checkpoint, _ = exported
+    wav = make_wav(tmp_path / "a.wav", "__XX__X_")
+    config = write_config(tmp_path, checkpoint, [file_source(wav, realtime=False, name="a")])
+    data = yaml.safe_load(config.read_text())
+    data["model"]["backend"] = "onnx"
+    config.write_text(yaml.safe_dump(data))
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sat_audio", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if "|" in line}
+    assert "onnxruntime" in imported
+    assert not {name for name in imported if name.split(".")[0] == "torch"}
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    got = sorted((p["type"], p["duration_s"]) for p in lines)
+    assert got == [("end", 1.0), ("end", 2.0), ("start", 0.0), ("start", 0.0)]
