@@ -45,10 +45,9 @@ if backend == "onnx":
     scorer = OnnxScorer(model)
 else:
     import torch
-    from sat_audio.model.registry import get_spec
-    from sat_audio.model.sat import build_model
+    from sat_audio.model.checkpoint import load_model
     torch.set_num_threads(1)
-    scorer = build_model(get_spec(model))
+    scorer = load_model(model)
 base = status("VmRSS")
 engine = Engine(scorer, chunk_s, fast=backend != "reference")
 block = (0.1 * np.random.default_rng(0).standard_normal(1600)).astype(np.float32)
@@ -57,8 +56,9 @@ for _ in range(int(seconds / 0.1)):
     engine.drain()
 print(base, status("VmRSS"), status("VmHWM"), int("torch" in sys.modules))
 """
-"""A separate process streams 0.1 s blocks as the listener does; the onnx one never imports
-torch (it prints whether it did): RSS after loading, at the end, and the peak (VmHWM)."""
+"""A separate process loads a checkpoint (or .onnx file) and streams 0.1 s blocks as the listener
+does; the onnx one never imports torch (it prints whether it did): RSS after loading, at the end,
+and the peak (VmHWM, reached while loading)."""
 
 
 def matmul_gflops(threads: int) -> float:
@@ -223,7 +223,9 @@ def streams_sustained(
     return best
 
 
-def streaming_rss(backend: str, model: str, chunk_s: float, seconds: float) -> tuple[str, float]:
+def streaming_rss(
+    backend: str, model: str, chunk_s: float, seconds: float
+) -> tuple[str, float, float]:
     out = subprocess.run(
         [sys.executable, "-c", RSS_SCRIPT, backend, model, str(chunk_s), str(seconds)],
         capture_output=True,
@@ -231,10 +233,11 @@ def streaming_rss(backend: str, model: str, chunk_s: float, seconds: float) -> t
         check=True,
     )
     base, end, peak, torch_loaded = out.stdout.split()
-    return (
+    line = (
         f"{backend:<10} after load {float(base):6.0f} MB, after streaming {float(end):6.0f} MB, "
         f"peak {float(peak):6.0f} MB, torch imported: {'yes' if torch_loaded == '1' else 'no'}"
-    ), float(peak)
+    )
+    return line, float(end), float(peak)
 
 
 def engine_rtf(make: Callable[[], Engine], seconds: float) -> float:
@@ -268,6 +271,8 @@ def main() -> None:
         for variant in dict.fromkeys(v for v, _ in CASES):
             models[variant] = build_model(get_spec(variant))
             onnx_files[variant] = export_onnx(models[variant], Path(tmp) / f"{variant}.onnx")
+        checkpoint = Path(tmp) / get_spec("SAT_T_2s").file  # upstream's name: load_model knows it
+        torch.save(models["SAT_T_2s"].state_dict(), checkpoint)
         print(
             "\nPer-chunk latency through Engine.step (front end, model, memory). floor = GFLOPs "
             "of the plain computation (reference) / matmul rate at that thread count; "
@@ -314,9 +319,10 @@ def main() -> None:
         capacity = streams_sustained(models["SAT_T_2s"], onnx_files["SAT_T_2s"], 2.0, counts)
         print(f"\nRSS of a process streaming {args.rss_seconds:.0f} s of SAT_T_2s in 0.1 s blocks")
         for name in BACKENDS:
-            model_arg = str(onnx_files["SAT_T_2s"]) if name == "onnx" else "SAT_T_2s"
-            line, peak = streaming_rss(name, model_arg, 2.0, args.rss_seconds)
+            model_arg = str(onnx_files["SAT_T_2s"] if name == "onnx" else checkpoint)
+            line, end, peak = streaming_rss(name, model_arg, 2.0, args.rss_seconds)
             print(line)
+            summary[name]["RSS MB"] = f"{end:.0f}"
             summary[name]["peak RSS MB"] = f"{peak:.0f}"
             summary[name]["streams/2 cores"] = (
                 f"{capacity[name]:.0f}" if capacity.get(name) else "not run"

@@ -120,7 +120,7 @@ def test_an_export_of_another_format_asks_for_a_new_one(
         if entry.key == "sat_audio.format":
             entry.value = "0"
     onnx.save(proto, tmp_path / "old.onnx")
-    with pytest.raises(SatAudioError, match=r"format 0, this version reads 1.*re-export"):
+    with pytest.raises(SatAudioError, match=r"format 0, this version reads 2.*re-export"):
         OnnxScorer(tmp_path / "old.onnx")
 
 

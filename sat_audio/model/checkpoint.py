@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from sat_audio.errors import SatAudioError
+from sat_audio.model.heap import release_free_heap
 from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
 from sat_audio.model.sat import AudioTransformer, build_model
 
@@ -176,4 +177,5 @@ def load_model(
         )
     model = build_model(spec)
     load_weights(model, read_state_dict(path), str(path))
+    release_free_heap()  # the state dict is gone; its pages go back to the system
     return model

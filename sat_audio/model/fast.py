@@ -6,7 +6,8 @@ enter the memory, and kept. The first block's memory gets positional embeddings 
 chunk (upstream's quirk), which changes its keys and values every time, so that block alone keeps
 its inputs and recomputes them. The state of a batch is therefore one tensor per block:
     the first block's memory (B, M, D), as in AudioTransformer,
-    then keys and values of every later block's memory (B, M, 2D), kept as views, never stacked.
+    then keys and values of every later block's memory (B, 2, heads, M, D / heads), the layout
+    attention reads, so no step transposes the memory (the ONNX graph stays small too).
 Other savings: q, k, v of the chunk in one matmul, the patch convolution as one matmul, the
 BatchNorm and positional sums folded into precomputed tensors, no nn.Module dispatch.
 """
@@ -23,6 +24,15 @@ from sat_audio.model.shapes import State, short_piece_error
 LN_EPS = 1e-6
 
 
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of queries already scaled; spelled out for the ONNX exporter, whose SDPA
+    takes ten nodes more."""
+    if not torch.onnx.is_in_onnx_export():
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+    return weights @ v
+
+
 class _FastBlock(nn.Module):
     """One block's weights, shared with the model except the fused qkv projection."""
 
@@ -30,11 +40,13 @@ class _FastBlock(nn.Module):
         super().__init__()
         attn = block.attn
         self.num_heads = attn.num_heads
+        scale = (block.norm1.weight.shape[0] // self.num_heads) ** -0.5
         tensors = {
             "n1_w": block.norm1.weight,
             "n1_b": block.norm1.bias,
-            "qkv_w": torch.cat((attn.to_q.weight, attn.to_kv.weight)),
-            "qkv_b": torch.cat((attn.to_q.bias, attn.to_kv.bias)),
+            # queries come out scaled by 1/sqrt(head dim), so attention needs no multiply
+            "qkv_w": torch.cat((attn.to_q.weight * scale, attn.to_kv.weight)),
+            "qkv_b": torch.cat((attn.to_q.bias * scale, attn.to_kv.bias)),
             "kv_w": attn.to_kv.weight,
             "kv_b": attn.to_kv.bias,
             "proj_w": attn.proj.weight,
@@ -50,25 +62,29 @@ class _FastBlock(nn.Module):
             self.register_buffer(name, tensor.detach(), persistent=False)
 
     def memory_kv(self, memory: torch.Tensor) -> torch.Tensor:
-        """Keys and values of memory tokens, (B, M, 2D)."""
-        dim = memory.shape[-1]
-        return F.linear(
-            F.layer_norm(memory, (dim,), self.n1_w, self.n1_b, LN_EPS), self.kv_w, self.kv_b
+        """Keys and values of memory tokens, (B, 2, heads, M, D / heads)."""
+        b, m, d = memory.shape
+        h = self.num_heads
+        kv = F.linear(
+            F.layer_norm(memory, (d,), self.n1_w, self.n1_b, LN_EPS), self.kv_w, self.kv_b
         )
+        return kv.reshape(b, m, 2, h, d // h).permute(0, 2, 3, 1, 4)
 
     def forward(
         self, x: torch.Tensor, kv_memory: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(chunk tokens, memory keys/values) -> (block output, keys/values of memory + chunk)."""
-        b, n, d = x.shape
+        """(chunk tokens (B * N, D), memory keys/values) -> (output, keys/values with the chunk).
+
+        Tokens are rows of a matrix: every projection is one matmul with its bias (a Gemm in ONNX).
+        """
+        b = kv_memory.shape[0]
+        d = x.shape[-1]
         h = self.num_heads
         qkv = F.linear(F.layer_norm(x, (d,), self.n1_w, self.n1_b, LN_EPS), self.qkv_w, self.qkv_b)
-        kv = torch.cat((kv_memory, qkv[..., d:]), dim=1)
-        q = qkv[..., :d].reshape(b, n, h, d // h).transpose(1, 2)
-        k = kv[..., :d].reshape(b, -1, h, d // h).transpose(1, 2)
-        v = kv[..., d:].reshape(b, -1, h, d // h).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
-        x = x + F.linear(out, self.proj_w, self.proj_b)
+        qkv = qkv.reshape(b, -1, 3, h, d // h).permute(0, 2, 3, 1, 4)  # (B, 3, heads, N, d/h)
+        kv = torch.cat((kv_memory, qkv[:, 1:]), dim=3)
+        out = _attention(qkv[:, 0], kv[:, 0], kv[:, 1])
+        x = x + F.linear(out.transpose(1, 2).reshape(-1, d), self.proj_w, self.proj_b)
         hidden = F.gelu(
             F.linear(F.layer_norm(x, (d,), self.n2_w, self.n2_b, LN_EPS), self.fc1_w, self.fc1_b)
         )
@@ -145,12 +161,14 @@ class FastPiece(nn.Module):
         first = state[0] + self.memory_pos
         new_state = [torch.cat((first, x), dim=1)[:, -self.memory_tokens :]]
         kv = (self.blocks[0].memory_kv(first), *state[1:])
+        tokens = x.shape[1]
+        x = x.reshape(-1, dim)
         for i, (block, kv_memory) in enumerate(zip(self.blocks, kv, strict=True)):
             x, kv_all = block(x, kv_memory)
             if i > 0:  # the first block's keys and values are recomputed, see above
-                new_state.append(kv_all[:, -self.memory_tokens :])
-        tokens = F.layer_norm(x, (dim,), self.norm_w, self.norm_b, LN_EPS)
-        pooled = tokens[:, 0] if self.token_pooling else tokens.mean(dim=1)
+                new_state.append(kv_all[:, :, :, -self.memory_tokens :])
+        x = F.layer_norm(x, (dim,), self.norm_w, self.norm_b, LN_EPS).reshape(b, tokens, dim)
+        pooled = x[:, 0] if self.token_pooling else x.mean(dim=1)
         pooled = F.layer_norm(pooled, (dim,), self.out_norm_w, self.out_norm_b, self.out_norm_eps)
         scores = torch.sigmoid(F.linear(pooled, self.out_w, self.out_b))
         return (scores, *new_state)

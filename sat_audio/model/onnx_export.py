@@ -66,7 +66,7 @@ def export_onnx(model: AudioTransformer, path: Path) -> Path:
     depth = len(silence)
     target = model.spec.target_frames
     whole = torch.rand(2, N_FFT // 2 + 1, target + 9)
-    example = tuple(s.expand(2, -1, -1).contiguous() for s in silence)
+    example = tuple(s.expand(2, *s.shape[1:]).contiguous() for s in silence)
     batch = torch.export.Dim("batch", min=1)
     columns = torch.export.Dim("columns", min=1, max=target // PATCH)
     frames = torch.export.Dim("frames", min=PATCH)

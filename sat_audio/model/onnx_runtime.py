@@ -17,10 +17,11 @@ from urllib.parse import urlparse
 import numpy as np
 
 from sat_audio.errors import SatAudioError
+from sat_audio.model.heap import release_free_heap
 from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
 from sat_audio.model.shapes import HOP, N_FFT, PATCH, State
 
-FORMAT = "1"
+FORMAT = "2"
 """The graph's inputs and metadata as model/onnx_export.py writes them; bumped when they change."""
 WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
 """Periodic Hann window, as torch.hann_window."""
@@ -72,6 +73,7 @@ class OnnxScorer:
                 "re-export it with `sat-audio models export-onnx`"
             ) from err
         self._silence = tuple(silence[f"arr_{i}"] for i in range(len(silence.files)))
+        release_free_heap()  # the parsed file and the graph before optimisation are gone
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
 
