@@ -63,17 +63,8 @@ class LogMel(nn.Module):
         )
         return spec.abs().pow(2.0)
 
-    def log_mel(self, power: torch.Tensor, whole: torch.Tensor | None = None) -> torch.Tensor:
-        """Power (B, 257, T) -> dB mel, floored at 120 dB below the loudest of `whole`.
-
-        whole is the power of the entire chunk when `power` is a piece of it (the ONNX graph
-        scores a long chunk piece by piece); by default the floor comes from `power` itself.
-        """
+    def log_mel(self, power: torch.Tensor) -> torch.Tensor:
+        """Power (B, 257, T) -> dB mel, floored at 120 dB below the chunk's loudest."""
         mel = torch.matmul(power.transpose(-1, -2), self.fbank).transpose(-1, -2)
         db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
-        if whole is not None:
-            mel = torch.matmul(whole.transpose(-1, -2), self.fbank).transpose(-1, -2)
-            peak = 10.0 * torch.log10(torch.clamp(mel.amax(dim=(-2, -1), keepdim=True), min=1e-10))
-        else:
-            peak = db.amax(dim=(-2, -1), keepdim=True)
-        return torch.maximum(db, peak - TOP_DB)
+        return torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - TOP_DB)

@@ -1,113 +1,273 @@
-"""Export a streaming model's fast path to ONNX, for the light runtime (model/onnx_runtime.py).
+"""Write a streaming model as an ONNX graph for the light runtime (model/onnx_runtime.py).
 
-The graph scores one piece of a chunk with the memory as explicit inputs and outputs:
-    power (B, 257, 16 k), whole (B, 257, T), state_0 .. state_{depth-1}
-        -> scores (B, 527), new_state_0 ..
-power is the piece's power spectrogram, whole the chunk's (the dB floor comes from the whole
-chunk); the runtime computes both with numpy's FFT, the graph does the rest of the front end.
-The file also carries what the runtime needs without torch: the variant's name and sizes and
-the state after a memory-length of silence (metadata, an .npz in base64).
+The graph is written node by node from the model's weights, with onnxruntime's fused CPU ops
+(MultiHeadAttention with past keys/values, Gelu), so it stays small: 15 nodes a block.
+It computes what model/fast.FastPiece computes, after numpy's FFT:
+
+    power (B, T, 257)      the whole chunk's power spectrogram, frames first (numpy's layout)
+    piece_start, piece_end (1,) int64: the frames of the piece scored, a multiple of 16 long
+    state_0 (B, M, D)      the first block's memory, as FastPiece
+    key_i, value_i (B, heads, M, D / heads) for each later block i: its memory's keys and values
+        -> scores (B, 527), new_state_0, new_key_1, new_value_1, ...
+
+The dB floor comes from the whole chunk, as in the torch model. The file also carries what the
+runtime needs without torch: the variant's name and sizes and the state after a memory-length of
+silence (metadata; an .npz in base64).
 """
 
 import base64
 import io
 import json
-import logging
-import warnings
+import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from sat_audio.errors import SatAudioError
 from sat_audio.model.fast import FastPiece
+from sat_audio.model.frontend import mel_filterbank
 from sat_audio.model.onnx_runtime import FORMAT
-from sat_audio.model.sat import AudioTransformer
-from sat_audio.model.shapes import N_FFT, PATCH
+from sat_audio.model.sat import AudioTransformer, Block
+from sat_audio.model.shapes import FREQ_ROWS, N_CLASSES, N_FFT, PATCH, TOP_DB
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 20  # Gelu is one node from opset 20 (onnxruntime >= 1.17)
+MS = "com.microsoft"  # onnxruntime's own ops: MultiHeadAttention
 
 
-class OnnxStep(nn.Module):
-    """What the graph computes: the front end after the FFT, then model/fast.FastPiece."""
-
-    def __init__(self, model: AudioTransformer) -> None:
-        super().__init__()
-        self.front_end = model.front_end
-        self.piece = FastPiece(model)
-
-    def forward(
-        self, power: torch.Tensor, whole: torch.Tensor, *state: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
-        return self.piece(self.front_end.log_mel(power, whole), *state)
+def _np(tensor: torch.Tensor) -> np.ndarray:
+    """A weight as float32 numpy, detached from the model."""
+    return tensor.detach().float().numpy()
 
 
-def state_names(depth: int, prefix: str = "state") -> list[str]:
-    return [f"{prefix}_{i}" for i in range(depth)]
+class _Graph:
+    """Nodes and initializers; op() names each output after its node."""
+
+    def __init__(self) -> None:
+        import onnx  # the `onnx` extra: only the exporting process needs it
+
+        self.onnx = onnx
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: dict[str, onnx.TensorProto] = {}
+
+    def const(self, name: str, value: np.ndarray | float | int | list[int]) -> str:
+        """An initializer, made once per name: float32, or int64 for ints."""
+        if name not in self.initializers:
+            if isinstance(value, np.ndarray):
+                array = np.array(value, dtype=np.float32, order="C")
+            else:
+                array = np.array(value, dtype=np.float32 if isinstance(value, float) else np.int64)
+            self.initializers[name] = self.onnx.numpy_helper.from_array(array, name)
+        return name
+
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attrs: object) -> str:
+        domain = MS if op_type == "MultiHeadAttention" else ""
+        names = [f"{op_type}_{len(self.nodes)}_{i}" for i in range(outputs)]
+        self.nodes.append(
+            self.onnx.helper.make_node(op_type, list(inputs), names, domain=domain, **attrs)
+        )
+        return names[0] if outputs == 1 else names  # type: ignore[return-value]
+
+    def layer_norm(self, x: str, norm: torch.nn.LayerNorm, name: str) -> str:
+        weight = self.const(f"{name}.weight", _np(norm.weight))
+        bias = self.const(f"{name}.bias", _np(norm.bias))
+        return self.op("LayerNormalization", x, weight, bias, axis=-1, epsilon=norm.eps)
+
+    def linear(self, x: str, weight: torch.Tensor, bias: torch.Tensor, name: str) -> str:
+        """x @ weight.T + bias on token rows (B * N, D): one Gemm."""
+        w, b = self.const(f"{name}.weight", _np(weight)), self.const(f"{name}.bias", _np(bias))
+        return self.op("Gemm", x, w, b, transB=1)
+
+
+def _tokens(g: _Graph, model: AudioTransformer) -> str:
+    """Power (B, T, 257) -> the piece's patch tokens with positions, (B, N, D)."""
+    bn = model.init_bn[1]
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    mel = g.op("MatMul", "power", g.const("mel_filterbank", _np(mel_filterbank())))  # (B, T, 64)
+    to_db = g.const("to_db", 10.0 / math.log(10.0))
+    floor = g.const("floor", 1e-10)
+    peak = g.op("ReduceMax", mel, g.const("frame_and_mel_axes", [1, 2]), keepdims=1)
+    peak = g.op("Mul", g.op("Log", g.op("Max", peak, floor)), to_db)
+    piece = g.op("Slice", mel, "piece_start", "piece_end", g.const("frame_axis", [1]))
+    db = g.op("Mul", g.op("Log", g.op("Max", piece, floor)), to_db)
+    x = g.op("Max", db, g.op("Sub", peak, g.const("top_db", TOP_DB)))
+    x = g.op("Mul", x, g.const("bn_scale", _np(scale)))
+    x = g.op("Add", x, g.const("bn_shift", _np(bn.bias - bn.running_mean * scale)))
+    # (B, T, 64) as (B, columns, 16 frames, rows, 16 mels) -> (B, rows, columns, 16 mels, 16 frames)
+    x = g.op("Reshape", x, g.const("patch_grid", [0, -1, PATCH, FREQ_ROWS, PATCH]))
+    x = g.op("Transpose", x, perm=[0, 3, 1, 4, 2])
+    x = g.op("Reshape", x, g.const("patches", [0, FREQ_ROWS, -1, PATCH * PATCH]))
+    dim = model.spec.embed_dim
+    weight = _np(model.patch_embed.proj.weight).reshape(dim, PATCH * PATCH).T
+    x = g.op("MatMul", x, g.const("patch_weight", weight))  # (B, rows, columns, D)
+    # positions of every row and column, the patch bias folded in; the piece takes its columns
+    time_pos = _np(model.time_pos_embed[0, :, 0].T)  # (columns, D)
+    freq_pos = _np(model.freq_pos_embed[0, :, :, 0].T)  # (rows, D)
+    table = freq_pos[:, None] + time_pos[None] + _np(model.patch_embed.proj.bias)
+    columns = g.op("Shape", x, start=2, end=3)
+    start = g.const("zero", [0])
+    pos = g.op("Slice", g.const("positions", table), start, columns, g.const("column_axis", [1]))
+    x = g.op("Reshape", g.op("Add", x, pos), g.const("token_rows", [0, -1, dim]))
+    if model.spec.pooling == "token":
+        cls = _np(model.cls_token[0] + model.token_pos_embed)[None]  # (1, 1, D)
+        batch = g.op("Shape", x, start=0, end=1)
+        shape = g.op("Concat", batch, g.const("one_by_dim", [1, dim]), axis=0)
+        x = g.op("Concat", g.op("Expand", g.const("cls", cls), shape), x, axis=1)
+    return x
+
+
+def _block(
+    g: _Graph, block: Block, i: int, x: str, memory: str | tuple[str, str], shapes: dict[str, str]
+) -> tuple[str, list[str]]:
+    """One block on token rows (B * N, D) -> (its output, its new state).
+
+    memory: the first block's memory followed by the chunk's tokens (B, M + N, D), whose keys
+    and values it computes itself; or a later block's past keys and values, which it returns
+    with the chunk's appended and the oldest dropped.
+    """
+    name = f"blocks.{i}"
+    attn = block.attn
+    heads = attn.num_heads
+    normed = g.layer_norm(x, block.norm1, f"{name}.norm1")
+    if isinstance(memory, str):  # the first block: keys and values of memory and chunk, anew
+        q = g.linear(normed, attn.to_q.weight, attn.to_q.bias, f"{name}.q")
+        kv_weight = g.const(f"{name}.kv.weight_t", _np(attn.to_kv.weight).T)
+        kv = g.op("MatMul", g.layer_norm(memory, block.norm1, f"{name}.norm1"), kv_weight)
+        kv = g.op("Add", kv, g.const(f"{name}.kv.bias", _np(attn.to_kv.bias)))
+        keys, values = g.op("Split", kv, axis=-1, num_outputs=2, outputs=2)
+        q = g.op("Reshape", q, shapes["q"])
+        out = g.op("MultiHeadAttention", q, keys, values, num_heads=heads)
+        new_state = []
+    else:
+        weight = torch.cat((attn.to_q.weight, attn.to_kv.weight))
+        bias = torch.cat((attn.to_q.bias, attn.to_kv.bias))
+        qkv = g.op("Reshape", g.linear(normed, weight, bias, f"{name}.qkv"), shapes["qkv"])
+        q, k, v = g.op("Split", qkv, axis=-1, num_outputs=3, outputs=3)
+        past_k, past_v = memory
+        out, keys, values = g.op(
+            "MultiHeadAttention", q, k, v, "", "", "", past_k, past_v, num_heads=heads, outputs=3
+        )
+        new_state = [
+            g.op("Slice", t, "memory_start", "end", "head_token_axis") for t in (keys, values)
+        ]
+    out = g.op("Reshape", out, shapes["rows"])
+    x = g.op("Add", x, g.linear(out, attn.proj.weight, attn.proj.bias, f"{name}.proj"))
+    hidden = g.layer_norm(x, block.norm2, f"{name}.norm2")
+    hidden = g.op("Gelu", g.linear(hidden, block.mlp.fc1.weight, block.mlp.fc1.bias, f"{name}.fc1"))
+    x = g.op("Add", x, g.linear(hidden, block.mlp.fc2.weight, block.mlp.fc2.bias, f"{name}.fc2"))
+    return x, new_state
+
+
+def build_graph(model: AudioTransformer) -> "onnx.ModelProto":
+    """The streaming graph of a model: inputs and outputs as the module docstring says."""
+    spec = model.spec
+    dim, heads, memory = spec.embed_dim, spec.num_heads, model.memory_tokens
+    g = _Graph()
+    x3 = _tokens(g, model)  # (B, N, D)
+    g.const("memory_start", [-memory])
+    g.const("end", [2**62])
+    g.const("token_axis", [1])
+    g.const("head_token_axis", [2])
+    time_cols = memory // FREQ_ROWS
+    freq_pos = _np(model.freq_pos_embed[0, :, :, 0].T)
+    time_pos = _np(model.time_pos_embed[0, :, 0].T)[-time_cols:]
+    memory_pos = (freq_pos[:, None] + time_pos[None]).reshape(-1, dim)
+    # upstream: the first block's memory gets its positions added once more, every chunk.
+    first = g.op("Add", "state_0", g.const("memory_positions", memory_pos))
+    first = g.op("Concat", first, x3, axis=1)  # (B, M + N, D)
+    new_states = [g.op("Slice", first, "memory_start", "end", "token_axis")]
+    batch_tokens = g.op("Shape", x3, start=0, end=2)
+    shapes = {
+        "q": g.op("Concat", batch_tokens, g.const("dim", [dim]), axis=0),
+        "qkv": g.op("Concat", batch_tokens, g.const("dim3", [3 * dim]), axis=0),
+        "rows": g.const("rows", [-1, dim]),
+    }
+    x = g.op("Reshape", x3, "rows")  # token rows: each projection is one Gemm
+    for i, block in enumerate(model.blocks):
+        past = first if i == 0 else (f"key_{i}", f"value_{i}")
+        x, state = _block(g, block, i, x, past, shapes)
+        new_states.extend(state)
+    x = g.op("Reshape", g.layer_norm(x, model.norm, "norm"), shapes["q"])
+    if spec.pooling == "token":
+        pooled = g.op("Gather", x, g.const("first_token", 0), axis=1)
+    else:
+        pooled = g.op("ReduceMean", x, "token_axis", keepdims=0)
+    pooled = g.layer_norm(pooled, model.outputlayer[0], "outputlayer.0")
+    head = model.outputlayer[1]
+    scores = g.op("Sigmoid", g.linear(pooled, head.weight, head.bias, "outputlayer.1"))
+    return _model_proto(g, spec.depth, heads, memory, dim, [scores, *new_states])
+
+
+def _model_proto(
+    g: _Graph, depth: int, heads: int, memory: int, dim: int, outputs: list[str]
+) -> "onnx.ModelProto":
+    onnx = g.onnx
+    rename = dict(zip(outputs, ["scores", *state_names(depth, "new_")], strict=True))
+    for node in g.nodes:
+        node.output[:] = [rename.get(o, o) for o in node.output]
+        node.input[:] = [rename.get(i, i) for i in node.input]
+    f32 = onnx.TensorProto.FLOAT
+    i64 = onnx.TensorProto.INT64
+    shapes = {"state_0": ["batch", memory, dim]}
+    kv = ["batch", heads, memory, dim // heads]
+    value = onnx.helper.make_tensor_value_info
+    inputs = [
+        value("power", f32, ["batch", "frames", N_FFT // 2 + 1]),
+        value("piece_start", i64, [1]),
+        value("piece_end", i64, [1]),
+        *(value(n, f32, shapes.get(n, kv)) for n in state_names(depth)),
+    ]
+    outs = [
+        value("scores", f32, ["batch", N_CLASSES]),
+        *(value("new_" + n, f32, shapes.get(n, kv)) for n in state_names(depth)),
+    ]
+    graph = onnx.helper.make_graph(
+        g.nodes, "sat_audio", inputs, outs, list(g.initializers.values())
+    )
+    opsets = [onnx.helper.make_opsetid("", OPSET), onnx.helper.make_opsetid(MS, 1)]
+    return onnx.helper.make_model(graph, opset_imports=opsets)
+
+
+def state_names(depth: int, prefix: str = "") -> list[str]:
+    """The graph's state inputs in order; outputs have the prefix "new_"."""
+    later = [f"{kind}_{i}" for i in range(1, depth) for kind in ("key", "value")]
+    return [prefix + n for n in ("state_0", *later)]
+
+
+def silence_state(model: AudioTransformer) -> list[np.ndarray]:
+    """The graph's state after a memory-length of silence, without the batch axis."""
+    with torch.inference_mode():
+        first, *kv = FastPiece(model).state_from_memory(model.silence_memory(1))
+    return [first[0].numpy(), *(part[0, j].numpy() for part in kv for j in (0, 1))]
 
 
 def export_onnx(model: AudioTransformer, path: Path) -> Path:
     """Write the model's streaming graph to path, through a temp file renamed when complete."""
     try:
-        import onnx  # the `onnx` extra; only the exporting process needs it
-        import onnxscript  # noqa: F401  torch's exporter needs it
+        import onnx
     except ImportError as err:
-        raise SatAudioError(f"ONNX export needs {err.name}: pip install 'sat-audio[onnx]'") from err
+        raise SatAudioError("ONNX export needs onnx: pip install 'sat-audio[onnx]'") from err
     if not model.spec.streaming:
         raise SatAudioError(
             f"{model.spec.name} is a plain ViT; ONNX export is for streaming models"
         )
-    step = OnnxStep(model).eval()
-    with torch.inference_mode():
-        silence = step.piece.state_from_memory(model.silence_memory(1))
-    silence = tuple(s.clone() for s in silence)  # normal tensors: the exporter traces them
-    depth = len(silence)
-    target = model.spec.target_frames
-    whole = torch.rand(2, N_FFT // 2 + 1, target + 9)
-    example = tuple(s.expand(2, *s.shape[1:]).contiguous() for s in silence)
-    batch = torch.export.Dim("batch", min=1)
-    columns = torch.export.Dim("columns", min=1, max=target // PATCH)
-    frames = torch.export.Dim("frames", min=PATCH)
-    dynamic = (
-        {0: batch, 2: PATCH * columns},
-        {0: batch, 2: frames},
-        tuple({0: batch} for _ in range(depth)),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)  # it lists every torchvision op it skips
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # deprecation notes of torch.export internals
-            program = torch.onnx.export(
-                step,
-                (whole[..., :target], whole, *example),
-                input_names=["power", "whole", *state_names(depth)],
-                output_names=["scores", *state_names(depth, "new_state")],
-                dynamic_shapes=dynamic,
-                opset_version=OPSET,
-                dynamo=True,
-                optimize=True,
-                verbose=False,
-            )
-    finally:
-        exporter_log.setLevel(level)
-    assert program is not None
-    proto = program.model_proto
+    with torch.no_grad():
+        proto = build_graph(model)
     buf = io.BytesIO()
-    np.savez(buf, *(s[0].numpy() for s in silence))
+    np.savez(buf, *silence_state(model))
     meta = {
         "sat_audio.format": FORMAT,
         "sat_audio.spec": json.dumps(asdict(model.spec)),
         "sat_audio.silence": base64.b64encode(buf.getvalue()).decode("ascii"),
     }
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    onnx.helper.set_model_props(proto, meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
     onnx.save(proto, tmp)
     tmp.replace(path)
     return path

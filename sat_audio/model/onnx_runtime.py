@@ -1,9 +1,9 @@
 """The light runtime: a streaming model exported to ONNX, run by onnxruntime, no torch.
 
 OnnxScorer has the interface the engine runs (engine.Scorer). numpy computes the power
-spectrogram (its FFT agrees with torch.stft to float32 rounding); the exported graph does the
-rest: mel, dB, the model (model/fast.FastPiece). `sat-audio models export-onnx` makes the
-files, in a torch process.
+spectrogram (its FFT agrees with torch.stft to float32 rounding); the graph does the rest: mel,
+dB, the model. `sat-audio models export-onnx` writes the graph (model/onnx_export.py), in a torch
+process.
 """
 
 import base64
@@ -21,22 +21,30 @@ from sat_audio.model.heap import release_free_heap
 from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
 from sat_audio.model.shapes import HOP, N_FFT, PATCH, State
 
-FORMAT = "2"
+FORMAT = "3"
 """The graph's inputs and metadata as model/onnx_export.py writes them; bumped when they change."""
 WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
 """Periodic Hann window, as torch.hann_window."""
 
 
 def power_spectrum(wave: np.ndarray) -> np.ndarray:
-    """(B, S) float32 -> (B, 257, 1 + S // 160) power, centred and reflect-padded as torch.stft.
+    """(B, S) float32 -> (B, 1 + S // 160, 257) power, centred and reflect-padded as torch.stft.
 
     numpy's FFT, not a matmul: no BLAS threads spinning beside the configured ones.
     """
-    padded = np.pad(wave, ((0, 0), (N_FFT // 2, N_FFT // 2)), mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)[:, ::HOP]
+    half = N_FFT // 2
+    padded = np.concatenate((wave[:, half:0:-1], wave, wave[:, -2 : -half - 2 : -1]), axis=1)
+    step = padded.strides[1]
+    frames = np.lib.stride_tricks.as_strided(
+        padded,
+        (wave.shape[0], 1 + wave.shape[1] // HOP, N_FFT),
+        (padded.strides[0], HOP * step, step),
+        writeable=False,
+    )
     spec = np.fft.rfft(frames * WINDOW, axis=-1)
-    power = np.square(spec.real) + np.square(spec.imag)
-    return np.ascontiguousarray(power.transpose(0, 2, 1), dtype=np.float32)
+    power = np.square(spec.real)
+    power += np.square(spec.imag)
+    return power
 
 
 class OnnxScorer:
@@ -86,18 +94,19 @@ class OnnxScorer:
         return tuple(np.repeat(s[None], batch, axis=0) for s in self._silence)
 
     def score(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        whole = power_spectrum(chunks)
+        power = power_spectrum(chunks)
         target = self.spec.target_frames
-        frames = whole.shape[-1]
+        frames = power.shape[1]
         if frames > target:
             # upstream: target-length pieces through the memory; a short last piece is dropped.
-            bounds = [(start, start + target) for start in range(0, frames - target + 1, target)]
+            starts = range(0, frames - target + 1, target)
+            bounds = [(start, start + target) for start in starts]
         else:
             bounds = [(0, frames // PATCH * PATCH)]
         outs = []
         for start, end in bounds:
-            piece = whole if end - start == frames else np.ascontiguousarray(whole[..., start:end])
-            feed = dict(zip(self._inputs, (piece, whole, *state), strict=True))
+            piece = (np.array([start], np.int64), np.array([end], np.int64))
+            feed = dict(zip(self._inputs, (power, *piece, *state), strict=True))
             scores, *new_state = self.session.run(self._outputs, feed)
             state = tuple(new_state)
             outs.append(scores)
