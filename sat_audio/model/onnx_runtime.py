@@ -32,7 +32,7 @@ def power_spectrum(wave: np.ndarray) -> np.ndarray:
 
     numpy's FFT, not a matmul: no BLAS threads spinning beside the configured ones.
     """
-    half = N_FFT // 2
+    half = N_FFT // 2  # reflect padding leaves out the edge sample: x[256] .. x[1], x, x[-2] ..
     padded = np.concatenate((wave[:, half:0:-1], wave, wave[:, -2 : -half - 2 : -1]), axis=1)
     step = padded.strides[1]
     frames = np.lib.stride_tricks.as_strided(
