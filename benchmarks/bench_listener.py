@@ -49,11 +49,12 @@ def make_wav(path: Path, chunk_s: float) -> Path:
     return path
 
 
-def peak_rss_mb(pid: int) -> float:
+def status_mb(pid: int, key: str) -> float:
+    """A memory figure of /proc/<pid>/status: VmRSS (now) or VmHWM (peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {key}")
 
 
 def main() -> None:
@@ -100,11 +101,13 @@ def main() -> None:
     try:
         sub.wait_for(lambda: sub.on("sat_audio/bench/info"), 60, "the listener's info")
         startup_s = time.monotonic() - launched
+        started_rss = status_mb(proc.pid, "VmRSS")
         cpu0, wall0 = ps.cpu_times(), time.monotonic()
         n0 = len(sub.on("sat_audio/bench/event/dog"))
         time.sleep(args.seconds)
         cpu1, wall1 = ps.cpu_times(), time.monotonic()
-        rss = peak_rss_mb(proc.pid)
+        rss = status_mb(proc.pid, "VmRSS")
+        peak = status_mb(proc.pid, "VmHWM")
     finally:
         proc.terminate()
         code = proc.wait(30)
@@ -132,7 +135,10 @@ def main() -> None:
             f"max {latencies[-1] + shift:.0f} ms"
         )
     print(f"CPU over {wall1 - wall0:.0f} s of streaming: {cpu_pct:.1f} % of one core")
-    print(f"peak RSS: {rss:.0f} MB")
+    print(
+        f"RSS: {started_rss:.0f} MB at the first info, {rss:.0f} MB after "
+        f"{wall1 - wall0:.0f} s of streaming, peak {peak:.0f} MB"
+    )
     shutil.rmtree(folder)
 
 

@@ -51,14 +51,16 @@ else:
 base = status("VmRSS")
 engine = Engine(scorer, chunk_s, fast=backend != "reference")
 block = (0.1 * np.random.default_rng(0).standard_normal(1600)).astype(np.float32)
+first = None
 for _ in range(int(seconds / 0.1)):
     engine.feed("default", block)
-    engine.drain()
-print(base, status("VmRSS"), status("VmHWM"), int("torch" in sys.modules))
+    if engine.drain() and first is None:
+        first = status("VmRSS")
+print(base, first, status("VmRSS"), status("VmHWM"), int("torch" in sys.modules))
 """
 """A separate process loads a checkpoint (or .onnx file) and streams 0.1 s blocks as the listener
-does; the onnx one never imports torch (it prints whether it did): RSS after loading, at the end,
-and the peak (VmHWM, reached while loading)."""
+does; the onnx one never imports torch (it prints whether it did): RSS after loading, after the
+first chunk, at the end, and the peak (VmHWM)."""
 
 
 def matmul_gflops(threads: int) -> float:
@@ -191,6 +193,68 @@ def profile_chunk(model: AudioTransformer, chunk_s: float, gflops_rate: float) -
         print(f"{category:<28}{ms:>8.2f}{ms / wall:>7.0%}{mflops:>9.1f}{floor:>10.3f}{ratio}")
 
 
+def _onnx_node_flops(op: str, inputs: list[list[int]], output: list[int]) -> float:
+    """FLOPs of one profiled onnxruntime node (matmul-like ones). The profile lists the shapes
+    of non-constant inputs only: weights are not there, the output's last axis gives N."""
+    if op in ("Gemm", "MatMul", "FusedGemm", "FusedMatMul"):
+        return 2.0 * float(np.prod(inputs[0])) * output[-1]
+    if op == "MultiHeadAttention":  # query, key, value[, past key, past value]
+        batch, queries, dim = inputs[0]
+        keys = inputs[1][1] + (inputs[3][2] if len(inputs) > 3 else 0)
+        return 4.0 * batch * queries * keys * dim
+    return 0.0
+
+
+def profile_onnx(onnx_file: Path, chunk_s: float, gflops_rate: float) -> None:
+    """onnxruntime's own profiler: time per op type of one chunk, 1 thread, with FLOP floors."""
+    import json
+
+    import onnxruntime as ort
+
+    scorer = OnnxScorer(onnx_file)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(onnx_file.with_name("ort_profile"))
+    scorer.session = ort.InferenceSession(str(onnx_file), options)
+    engine = Engine(scorer, chunk_s)
+    chunk = (0.1 * np.random.default_rng(0).standard_normal(engine.chunk_samples)).astype(
+        np.float32
+    )
+    runs = 60
+    for _ in range(runs):
+        engine.feed("default", chunk)
+        engine.step()
+    trace = Path(scorer.session.end_profiling())
+    spent: dict[str, float] = defaultdict(float)
+    flops: dict[str, float] = defaultdict(float)
+    run_us = 0.0
+    for event in json.loads(trace.read_text()):
+        if event.get("name") == "model_run":
+            run_us += event["dur"]
+        elif event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            inputs, outputs = (
+                [next(iter(t.values())) for t in event["args"][key]]
+                for key in ("input_type_shape", "output_type_shape")
+            )
+            spent[op] += event["dur"] / 1000 / runs
+            flops[op] += _onnx_node_flops(op, inputs, outputs[0]) / runs
+    trace.unlink()
+    run_ms = run_us / 1000 / runs
+    spent["executor between nodes"] = max(0.0, run_ms - sum(spent.values()))
+    print(
+        f"\nProfile of one {chunk_s} s chunk, onnx, 1 thread, onnxruntime's profiler on "
+        f"({run_ms:.2f} ms per run, the FFT outside it; floor = FLOPs / {gflops_rate:.0f} GFLOP/s)"
+    )
+    print(f"{'op type':<28}{'ms':>8}{'share':>7}{'MFLOPs':>9}{'floor ms':>10}{'x floor':>8}")
+    for op, ms in sorted(spent.items(), key=lambda kv: -kv[1])[:10]:
+        mflops = flops.get(op, 0.0) / 1e6
+        floor = mflops / gflops_rate
+        ratio = f"{ms / floor:8.1f}" if floor else f"{'-':>8}"
+        print(f"{op:<28}{ms:>8.2f}{ms / run_ms:>7.0%}{mflops:>9.1f}{floor:>10.3f}{ratio}")
+
+
 def streams_sustained(
     model: AudioTransformer, onnx_file: Path, chunk_s: float, counts: list[int]
 ) -> dict[str, float]:
@@ -232,10 +296,11 @@ def streaming_rss(
         text=True,
         check=True,
     )
-    base, end, peak, torch_loaded = out.stdout.split()
+    base, first, end, peak, torch_loaded = out.stdout.split()
     line = (
-        f"{backend:<10} after load {float(base):6.0f} MB, after streaming {float(end):6.0f} MB, "
-        f"peak {float(peak):6.0f} MB, torch imported: {'yes' if torch_loaded == '1' else 'no'}"
+        f"{backend:<10} after load {float(base):6.0f} MB, first chunk {float(first):6.0f} MB, "
+        f"after streaming {float(end):6.0f} MB, peak {float(peak):6.0f} MB, "
+        f"torch imported: {'yes' if torch_loaded == '1' else 'no'}"
     )
     return line, float(end), float(peak)
 
@@ -315,6 +380,8 @@ def main() -> None:
                         summary[name][f"x floor {chunk_s:g} s @{threads}"] = f"{median / floor:.1f}"
         profile_chunk(models["SAT_T_2s"], 2.0, rates[1])
         profile_chunk(models["SAT_T_2s"], 0.16, rates[1])
+        profile_onnx(onnx_files["SAT_T_2s"], 2.0, rates[1])
+        profile_onnx(onnx_files["SAT_T_2s"], 0.16, rates[1])
         counts = [int(c) for c in args.streams.split(",")]
         capacity = streams_sustained(models["SAT_T_2s"], onnx_files["SAT_T_2s"], 2.0, counts)
         print(f"\nRSS of a process streaming {args.rss_seconds:.0f} s of SAT_T_2s in 0.1 s blocks")

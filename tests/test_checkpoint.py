@@ -1,6 +1,8 @@
 """Checkpoint loading, downloading and every way a checkpoint can be wrong."""
 
 import http.server
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -123,7 +125,34 @@ def test_batchnorm_step_counter_is_optional(tmp_path: Path) -> None:
     state = random_model("SAT_T_2s").state_dict()
     path = tmp_path / upstream_name("SAT_T_2s")
     torch.save({k: v for k, v in state.items() if "num_batches_tracked" not in k}, path)
-    assert load_model(str(path)).spec.name == "SAT_T_2s"
+    model = load_model(str(path))
+    assert model.spec.name == "SAT_T_2s"
+    # the model is built on the meta device: nothing of it may stay there
+    tensors = [*model.parameters(), *model.buffers()]
+    assert tensors and not any(t.is_meta for t in tensors)
+    assert model.init_bn[1].num_batches_tracked.item() == 0
+
+
+def test_other_float_types_load_as_float32(tmp_path: Path) -> None:
+    original = random_model("SAT_T_2s", seed=2)
+    state = original.state_dict()
+    state = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}
+    path = tmp_path / upstream_name("SAT_T_2s")
+    torch.save(state, path)
+    loaded = load_model(str(path))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert torch.equal(scores_of(loaded), scores_of(original))
+
+
+def test_loading_imports_no_python_meta_kernels(sat_t_checkpoint: Path) -> None:
+    """Arithmetic on the meta device would import torch._dynamo and sympy (about 75 MB)."""
+    code = (
+        "import sys; from sat_audio.model.checkpoint import load_model; "
+        f"load_model({str(sat_t_checkpoint)!r}); "
+        "print(sorted(m for m in ('sympy', 'torch._dynamo') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_unknown_model_name() -> None:

@@ -90,6 +90,35 @@ def test_state_is_the_reference_memory_with_cached_keys_and_values() -> None:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("variant", ["SAT_T_2s", "SAT_S_1s"])
+def test_silence_state_is_the_reference_silence_memory(variant: str) -> None:
+    """The fast path primes its state itself, from no memory, as silence_memory does."""
+    model = random_model(variant, seed=4)
+    expected = FastPiece(model).state_from_memory(model.silence_memory(2))
+    got = TorchScorer(model).initial_state(2)
+    assert len(got) == len(expected) == 12
+    for part, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(part, want, atol=1e-5, rtol=0)
+
+
+def test_fused_qkv_is_the_storage_of_to_q_and_to_kv() -> None:
+    """No second copy of the q/kv weights: the model's parameters become views of the fused one,
+    with their values unchanged."""
+    model = random_model("SAT_T_2s", seed=6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    piece = FastPiece(model)
+    for block, fast in zip(model.blocks, piece.blocks, strict=True):
+        for name in ("weight", "bias"):
+            q, kv = getattr(block.attn.to_q, name), getattr(block.attn.to_kv, name)
+            fused = getattr(fast, f"qkv_{name[0]}")
+            assert q.data_ptr() == fused.data_ptr()
+            assert kv.data_ptr() == fused[q.shape[0] :].data_ptr()
+            assert isinstance(q, torch.nn.Parameter) and isinstance(kv, torch.nn.Parameter)
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
 def test_reset_returns_the_fast_state_to_silence() -> None:
     model = random_model("SAT_T_2s", seed=7)
     engine = Engine(model, 2.0, ["a", "b"])

@@ -112,7 +112,11 @@ def _listing(keys: list[str], limit: int = 5) -> str:
 
 
 def load_weights(model: AudioTransformer, state: dict[str, torch.Tensor], origin: str) -> None:
-    """Load exactly: any missing, unexpected or mis-shaped parameter is an error naming it."""
+    """Load exactly: any missing, unexpected or mis-shaped parameter is an error naming it.
+
+    The checkpoint's tensors become the model's (assign), so the weights are never copied and the
+    model may be built on the meta device.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL_SUFFIXES)]
     unexpected = [k for k in state if k not in expected]
@@ -130,7 +134,9 @@ def load_weights(model: AudioTransformer, state: dict[str, torch.Tensor], origin
         )
     if wrong:
         raise SatAudioError(f"{origin} does not fit {name}: shape of {_listing(wrong, 3)}")
-    model.load_state_dict(state, strict=False)
+    absent = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in expected.items() if k not in state}
+    typed = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(absent | typed, assign=True)
 
 
 def spec_for_file(path: Path) -> ModelSpec | None:
@@ -175,7 +181,8 @@ def load_model(
             f"cannot tell the architecture of {path.name}; name the variant "
             f"(one of {', '.join(registry())})"
         )
-    model = build_model(spec)
+    with torch.device("meta"):  # no random weights to allocate, then overwrite
+        model = build_model(spec)
     load_weights(model, read_state_dict(path), str(path))
-    release_free_heap()  # the state dict is gone; its pages go back to the system
+    release_free_heap()  # loading's buffers go back to the system
     return model

@@ -8,8 +8,10 @@ its inputs and recomputes them. The state of a batch is therefore one tensor per
     the first block's memory (B, M, D), as in AudioTransformer,
     then keys and values of every later block's memory (B, 2, heads, M, D / heads), the layout
     attention reads, so no step transposes the memory (the ONNX graph stays small too).
-Other savings: q, k, v of the chunk in one matmul, the patch convolution as one matmul, the
-BatchNorm and positional sums folded into precomputed tensors, no nn.Module dispatch.
+Other savings: q, k, v of the chunk in one matmul (on a weight that the model's to_q and to_kv
+become views of, so no second copy), the patch convolution as one matmul, the BatchNorm and
+positional sums folded into precomputed tensors, no nn.Module dispatch. The state after silence
+comes from this path too, so a listener never touches the reference forward's kernels.
 """
 
 import numpy as np
@@ -17,36 +19,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sat_audio import SAMPLE_RATE
 from sat_audio.errors import SatAudioError
-from sat_audio.model.sat import FREQ_ROWS, PATCH, AudioTransformer, Block
+from sat_audio.model.heap import release_free_heap
+from sat_audio.model.sat import FREQ_ROWS, PATCH, AudioTransformer, Block, StreamingAttention
 from sat_audio.model.shapes import State, short_piece_error
 
 LN_EPS = 1e-6
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention of queries already scaled; spelled out for the ONNX exporter, whose SDPA
-    takes ten nodes more."""
-    if not torch.onnx.is_in_onnx_export():
-        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
-    weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
-    return weights @ v
+@torch.no_grad()
+def _share_qkv(attn: StreamingAttention) -> tuple[torch.Tensor, torch.Tensor]:
+    """The q and kv projections as one weight (3D, D) and bias (3D,) for one matmul.
+
+    to_q and to_kv become views of them, so the model keeps its attribute names and values (the
+    ONNX exporter reads them) and the fused weight costs no memory of its own.
+    """
+    dim = attn.to_q.weight.shape[0]
+    fused = []
+    for name in ("weight", "bias"):
+        both = torch.cat((getattr(attn.to_q, name), getattr(attn.to_kv, name)))
+        setattr(attn.to_q, name, nn.Parameter(both[:dim]))
+        setattr(attn.to_kv, name, nn.Parameter(both[dim:]))
+        fused.append(both)
+    return fused[0], fused[1]
 
 
 class _FastBlock(nn.Module):
-    """One block's weights, shared with the model except the fused qkv projection."""
+    """One block's weights, all shared with the model."""
 
     def __init__(self, block: Block) -> None:
         super().__init__()
         attn = block.attn
+        assert isinstance(attn, StreamingAttention)
         self.num_heads = attn.num_heads
-        scale = (block.norm1.weight.shape[0] // self.num_heads) ** -0.5
+        qkv_w, qkv_b = _share_qkv(attn)
         tensors = {
             "n1_w": block.norm1.weight,
             "n1_b": block.norm1.bias,
-            # queries come out scaled by 1/sqrt(head dim), so attention needs no multiply
-            "qkv_w": torch.cat((attn.to_q.weight * scale, attn.to_kv.weight)),
-            "qkv_b": torch.cat((attn.to_q.bias * scale, attn.to_kv.bias)),
+            "qkv_w": qkv_w,
+            "qkv_b": qkv_b,
             "kv_w": attn.to_kv.weight,
             "kv_b": attn.to_kv.bias,
             "proj_w": attn.proj.weight,
@@ -83,7 +95,7 @@ class _FastBlock(nn.Module):
         qkv = F.linear(F.layer_norm(x, (d,), self.n1_w, self.n1_b, LN_EPS), self.qkv_w, self.qkv_b)
         qkv = qkv.reshape(b, -1, 3, h, d // h).permute(0, 2, 3, 1, 4)  # (B, 3, heads, N, d/h)
         kv = torch.cat((kv_memory, qkv[:, 1:]), dim=3)
-        out = _attention(qkv[:, 0], kv[:, 0], kv[:, 1])
+        out = F.scaled_dot_product_attention(qkv[:, 0], kv[:, 0], kv[:, 1])
         x = x + F.linear(out.transpose(1, 2).reshape(-1, d), self.proj_w, self.proj_b)
         hidden = F.gelu(
             F.linear(F.layer_norm(x, (d,), self.n2_w, self.n2_b, LN_EPS), self.fc1_w, self.fc1_b)
@@ -95,8 +107,9 @@ class FastPiece(nn.Module):
     """One piece of log-mel through a streaming model with its memory as explicit tensors.
 
     forward(mel (B, 64, T), *state) -> (scores (B, 527), *state); T frames give
-    T // 16 patch columns, at most the model's target. This is also what is exported to ONNX.
-    Build it after the weights are loaded: it keeps views of them and a fused copy of q/kv.
+    T // 16 patch columns, at most the model's target. model/onnx_export.py writes the same as ONNX.
+    Build it after the weights are loaded: it keeps views of them, and makes each block's to_q and
+    to_kv views of one fused q/kv weight.
     """
 
     @torch.no_grad()
@@ -143,6 +156,13 @@ class FastPiece(nn.Module):
         kv = [block.memory_kv(memory[i]) for i, block in enumerate(self.blocks) if i > 0]
         return (memory[0], *kv)
 
+    def empty_state(self) -> State:
+        """A state of no memory tokens: forward then runs like AudioTransformer without memory."""
+        dim = self.patch_b.shape[0]
+        heads = self.blocks[0].num_heads
+        kv = torch.zeros(1, 2, heads, 0, dim // heads)
+        return (torch.zeros(1, 0, dim), *(kv for _ in self.blocks[1:]))
+
     def forward(self, mel: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b = mel.shape[0]
         columns = mel.shape[-1] // PATCH
@@ -158,7 +178,7 @@ class FastPiece(nn.Module):
         if self.token_pooling:
             x = torch.cat((self.cls.expand(b, -1, -1), x), dim=1)
         # upstream: the first block's memory gets its positions added once more, every chunk.
-        first = state[0] + self.memory_pos
+        first = state[0] + self.memory_pos[self.memory_tokens - state[0].shape[1] :]
         new_state = [torch.cat((first, x), dim=1)[:, -self.memory_tokens :]]
         kv = (self.blocks[0].memory_kv(first), *state[1:])
         tokens = x.shape[1]
@@ -182,6 +202,8 @@ class TorchScorer:
         self.spec = model.spec
         self.fast = fast and model.spec.streaming
         self._piece = FastPiece(model) if self.fast else None
+        self._silence = self._silence_state() if self._piece is not None else ()
+        release_free_heap()  # the separate q/kv weights and the silence pass's buffers
 
     def check_chunk(self, samples: int) -> None:
         self.model.check_chunk(samples)
@@ -189,12 +211,17 @@ class TorchScorer:
     def initial_state(self, batch: int) -> State:
         """The state after a memory-length of silence; () for a plain ViT."""
         with torch.inference_mode():
+            if self._piece is not None:
+                return tuple(part.repeat(batch, *[1] * (part.dim() - 1)) for part in self._silence)
             memory = self.model.silence_memory(batch)
-            if memory is None:
-                return ()
-            if self._piece is None:
-                return tuple(memory)
-            return self._piece.state_from_memory(memory)
+            return () if memory is None else tuple(memory)
+
+    def _silence_state(self) -> State:
+        """What AudioTransformer.silence_memory gives, through the fast path from no memory."""
+        samples = int(self.spec.memory_frames / 100 * SAMPLE_RATE)
+        assert self._piece is not None
+        with torch.inference_mode():
+            return self.score(np.zeros((1, samples), np.float32), self._piece.empty_state())[1]
 
     def score(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """(B, S) float32 samples and the batch's state -> (B, 527) scores, new state."""

@@ -124,23 +124,29 @@ class AudioTransformer(nn.Module):
         super().__init__()
         self.spec = spec
         dim = spec.embed_dim
-        self.front_end = LogMel()
+        with torch.device("cpu"):  # computed, never loaded: real even on the meta device
+            self.front_end = LogMel()
         self.init_bn = nn.Sequential(
             _MelAsChannels(), nn.BatchNorm2d(N_MELS, momentum=0.01), _MelAsChannels()
         )
         self.patch_embed = PatchEmbed(dim)
         if spec.pooling == "token":
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-            self.token_pos_embed = nn.Parameter(torch.randn(1, dim) * 0.02)
+            self.token_pos_embed = nn.Parameter(torch.empty(1, dim))
         time_cols = (spec.target_frames + spec.memory_frames) // PATCH
-        self.time_pos_embed = nn.Parameter(torch.randn(1, dim, 1, time_cols) * 0.02)
-        self.freq_pos_embed = nn.Parameter(torch.randn(1, dim, FREQ_ROWS, 1) * 0.02)
+        self.time_pos_embed = nn.Parameter(torch.empty(1, dim, 1, time_cols))
+        self.freq_pos_embed = nn.Parameter(torch.empty(1, dim, FREQ_ROWS, 1))
         self.blocks = nn.ModuleList(
             Block(dim, spec.num_heads, spec.streaming) for _ in range(spec.depth)
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.outputlayer = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, N_CLASSES))
         self.memory_tokens = FREQ_ROWS * (spec.memory_frames // PATCH)
+        # in-place initialisers only: tensor arithmetic on the meta device (checkpoint.py builds
+        # there) would import torch's Python meta kernels and sympy, about 75 MB.
+        for name, param in self.named_parameters(recurse=False):
+            if name != "cls_token":
+                nn.init.trunc_normal_(param, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
