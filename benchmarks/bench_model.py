@@ -25,6 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from sat_audio.engine import Engine
+from sat_audio.memory import release_startup_code
 from sat_audio.model.onnx_export import export_onnx
 from sat_audio.model.onnx_runtime import OnnxScorer
 from sat_audio.model.registry import get_spec
@@ -35,11 +36,14 @@ BACKENDS = ("reference", "fast", "onnx")
 
 RSS_SCRIPT = """
 import re, sys
-def status(key):
-    return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024
+def status(key, file="status"):
+    text = open("/proc/self/" + file).read()
+    return int(re.search(key + r":\\s+(\\d+) kB", text).group(1)) / 1024
 import numpy as np
 backend, model, chunk_s, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+release = sys.argv[5] == "1"
 from sat_audio.engine import Engine
+from sat_audio.memory import release_startup_code
 if backend == "onnx":
     from sat_audio.model.onnx_runtime import OnnxScorer
     scorer = OnnxScorer(model)
@@ -50,17 +54,21 @@ else:
     scorer = load_model(model)
 base = status("VmRSS")
 engine = Engine(scorer, chunk_s, fast=backend != "reference")
+if release:
+    release_startup_code()
 block = (0.1 * np.random.default_rng(0).standard_normal(1600)).astype(np.float32)
 first = None
 for _ in range(int(seconds / 0.1)):
     engine.feed("default", block)
     if engine.drain() and first is None:
         first = status("VmRSS")
-print(base, first, status("VmRSS"), status("VmHWM"), int("torch" in sys.modules))
+anon = status("Anonymous", "smaps_rollup")
+print(base, first, status("VmRSS"), status("VmHWM"), anon, int("torch" in sys.modules))
 """
-"""A separate process loads a checkpoint (or .onnx file) and streams 0.1 s blocks as the listener
-does; the onnx one never imports torch (it prints whether it did): RSS after loading, after the
-first chunk, at the end, and the peak (VmHWM)."""
+"""A separate process loads a checkpoint (or .onnx file) and streams 0.1 s blocks; the onnx one
+never imports torch (it prints whether it did). With release, it first drops the code pages only
+start-up touched, as `sat-audio run` does once started (sat_audio/memory.py). RSS after loading,
+after the first chunk, at the end, the peak (VmHWM) and the anonymous (private) part at the end."""
 
 
 def matmul_gflops(threads: int) -> float:
@@ -288,21 +296,30 @@ def streams_sustained(
 
 
 def streaming_rss(
-    backend: str, model: str, chunk_s: float, seconds: float
+    backend: str, model: str, chunk_s: float, seconds: float, release: bool
 ) -> tuple[str, float, float]:
     out = subprocess.run(
-        [sys.executable, "-c", RSS_SCRIPT, backend, model, str(chunk_s), str(seconds)],
+        [
+            sys.executable,
+            "-c",
+            RSS_SCRIPT,
+            backend,
+            model,
+            str(chunk_s),
+            str(seconds),
+            str(int(release)),
+        ],
         capture_output=True,
         text=True,
         check=True,
     )
-    base, first, end, peak, torch_loaded = out.stdout.split()
+    base, first, end, peak, anon, torch_loaded = (float(v) for v in out.stdout.split())
     line = (
-        f"{backend:<10} after load {float(base):6.0f} MB, first chunk {float(first):6.0f} MB, "
-        f"after streaming {float(end):6.0f} MB, peak {float(peak):6.0f} MB, "
-        f"torch imported: {'yes' if torch_loaded == '1' else 'no'}"
+        f"{backend:<10}{'released' if release else 'kept':>9}: after load {base:4.0f} MB, "
+        f"first chunk {first:4.0f}, after streaming {end:4.0f} (anonymous {anon:4.0f}), "
+        f"peak {peak:4.0f}; torch imported: {'yes' if torch_loaded else 'no'}"
     )
-    return line, float(end), float(peak)
+    return line, end, peak
 
 
 def engine_rtf(make: Callable[[], Engine], seconds: float) -> float:
@@ -384,13 +401,20 @@ def main() -> None:
         profile_onnx(onnx_files["SAT_T_2s"], 0.16, rates[1])
         counts = [int(c) for c in args.streams.split(",")]
         capacity = streams_sustained(models["SAT_T_2s"], onnx_files["SAT_T_2s"], 2.0, counts)
-        print(f"\nRSS of a process streaming {args.rss_seconds:.0f} s of SAT_T_2s in 0.1 s blocks")
+        print(
+            f"\nRSS of a process streaming {args.rss_seconds:.0f} s of SAT_T_2s in 0.1 s blocks; "
+            "'released': start-up code pages dropped first, as sat-audio run does"
+        )
+        # the kernel reclaims only pages no other process maps: this one must not hold torch's too
+        release_startup_code()
         for name in BACKENDS:
             model_arg = str(onnx_files["SAT_T_2s"] if name == "onnx" else checkpoint)
-            line, end, peak = streaming_rss(name, model_arg, 2.0, args.rss_seconds)
-            print(line)
-            summary[name]["RSS MB"] = f"{end:.0f}"
-            summary[name]["peak RSS MB"] = f"{peak:.0f}"
+            for release in (False, True) if name != "reference" else (False,):
+                line, end, peak = streaming_rss(name, model_arg, 2.0, args.rss_seconds, release)
+                print(line)
+                key = "RSS MB" if release or name == "reference" else "RSS kept MB"
+                summary[name][key] = f"{end:.0f}"
+                summary[name]["peak RSS MB"] = f"{peak:.0f}"
             summary[name]["streams/2 cores"] = (
                 f"{capacity[name]:.0f}" if capacity.get(name) else "not run"
             )

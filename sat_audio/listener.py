@@ -16,6 +16,7 @@ from types import FrameType
 from sat_audio.config import Config
 from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.labels import all_labels
+from sat_audio.memory import release_startup_code
 from sat_audio.publish.base import Publisher
 from sat_audio.publish.protocol import (
     Payload,
@@ -150,6 +151,8 @@ class Listener:
                 src.start()
                 self._streams[src.name] = _Stream(src, self._detector(src.name), time.time())
             self._publish_info(force=True)
+            # all started: the code only start-up ran (most of torch's or onnxruntime's) can go
+            release_startup_code()
             self._loop(engine, stop)
         finally:
             self._shutdown()

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from sat_audio.errors import SatAudioError
-from sat_audio.model.heap import release_free_heap
+from sat_audio.memory import release_free_heap
 from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
 from sat_audio.model.sat import AudioTransformer, build_model
 

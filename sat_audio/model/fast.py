@@ -21,7 +21,7 @@ from torch import nn
 
 from sat_audio import SAMPLE_RATE
 from sat_audio.errors import SatAudioError
-from sat_audio.model.heap import release_free_heap
+from sat_audio.memory import release_free_heap
 from sat_audio.model.sat import FREQ_ROWS, PATCH, AudioTransformer, Block, StreamingAttention
 from sat_audio.model.shapes import State, short_piece_error
 

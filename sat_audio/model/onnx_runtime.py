@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from sat_audio.errors import SatAudioError
-from sat_audio.model.heap import release_free_heap
+from sat_audio.memory import release_free_heap
 from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
 from sat_audio.model.shapes import HOP, N_FFT, PATCH, State
 
