@@ -7,7 +7,7 @@ chunk (upstream's quirk), which changes its keys and values every time, so that 
 its inputs and recomputes them. The state of a batch is therefore one tensor per block:
     the first block's memory (B, M, D), as in AudioTransformer,
     then keys and values of every later block's memory (B, 2, heads, M, D / heads), the layout
-    attention reads, so no step transposes the memory (the ONNX graph stays small too).
+    attention reads, so no step transposes the memory.
 Other savings: q, k, v of the chunk in one matmul (on a weight that the model's to_q and to_kv
 become views of, so no second copy), the patch convolution as one matmul, the BatchNorm and
 positional sums folded into precomputed tensors, no nn.Module dispatch. The state after silence
@@ -87,7 +87,7 @@ class _FastBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(chunk tokens (B * N, D), memory keys/values) -> (output, keys/values with the chunk).
 
-        Tokens are rows of a matrix: every projection is one matmul with its bias (a Gemm in ONNX).
+        Tokens are rows of a matrix: every projection is one matmul with its bias.
         """
         b = kv_memory.shape[0]
         d = x.shape[-1]
