@@ -65,13 +65,17 @@ class _Graph:
             self.initializers[name] = self.onnx.numpy_helper.from_array(array, name)
         return name
 
-    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attrs: object) -> str:
+    def op(self, op_type: str, *inputs: str, **attrs: object) -> str:
+        """A node of one output; "" stands for an input left out."""
+        return self.ops(op_type, *inputs, outputs=1, **attrs)[0]
+
+    def ops(self, op_type: str, *inputs: str, outputs: int, **attrs: object) -> list[str]:
         domain = MS if op_type == "MultiHeadAttention" else ""
         names = [f"{op_type}_{len(self.nodes)}_{i}" for i in range(outputs)]
         self.nodes.append(
             self.onnx.helper.make_node(op_type, list(inputs), names, domain=domain, **attrs)
         )
-        return names[0] if outputs == 1 else names  # type: ignore[return-value]
+        return names
 
     def layer_norm(self, x: str, norm: torch.nn.LayerNorm, name: str) -> str:
         weight = self.const(f"{name}.weight", _np(norm.weight))
@@ -139,7 +143,7 @@ def _block(
         kv_weight = g.const(f"{name}.kv.weight_t", _np(attn.to_kv.weight).T)
         kv = g.op("MatMul", g.layer_norm(memory, block.norm1, f"{name}.norm1"), kv_weight)
         kv = g.op("Add", kv, g.const(f"{name}.kv.bias", _np(attn.to_kv.bias)))
-        keys, values = g.op("Split", kv, axis=-1, num_outputs=2, outputs=2)
+        keys, values = g.ops("Split", kv, axis=-1, num_outputs=2, outputs=2)
         q = g.op("Reshape", q, shapes["q"])
         out = g.op("MultiHeadAttention", q, keys, values, num_heads=heads)
         new_state = []
@@ -147,9 +151,9 @@ def _block(
         weight = torch.cat((attn.to_q.weight, attn.to_kv.weight))
         bias = torch.cat((attn.to_q.bias, attn.to_kv.bias))
         qkv = g.op("Reshape", g.linear(normed, weight, bias, f"{name}.qkv"), shapes["qkv"])
-        q, k, v = g.op("Split", qkv, axis=-1, num_outputs=3, outputs=3)
+        q, k, v = g.ops("Split", qkv, axis=-1, num_outputs=3, outputs=3)
         past_k, past_v = memory
-        out, keys, values = g.op(
+        out, keys, values = g.ops(
             "MultiHeadAttention", q, k, v, "", "", "", past_k, past_v, num_heads=heads, outputs=3
         )
         new_state = [
