@@ -135,6 +135,27 @@ def interleaved(
     return wall, cpu
 
 
+def alone(engine: Engine, repeats: int) -> tuple[float, float]:
+    """Median ms per step of one engine running by itself: (warm, cold). Warm: steps back to back,
+    the weights stay in the CPU's caches, as for a listener on an otherwise idle machine. Cold:
+    64 MB written between steps first evicts them, as other work between chunks can."""
+    chunk = (0.1 * np.random.default_rng(0).standard_normal(engine.chunk_samples)).astype(
+        np.float32
+    )
+    other = np.ones(16 << 20, np.float32)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(2 * repeats + 10):
+        warm = i % 2 == 0
+        if not warm:
+            other += 1.0
+        engine.feed(engine.streams[0], chunk)
+        start = time.perf_counter()
+        engine.step()
+        if i >= 10:
+            times[warm].append((time.perf_counter() - start) * 1000)
+    return statistics.median(times[True]), statistics.median(times[False])
+
+
 def _category(name: str, shapes: list) -> str:
     if name == "aten::addmm" and len(shapes) > 2 and len(shapes[2]) == 2:
         k, n = shapes[2]
@@ -395,6 +416,16 @@ def main() -> None:
                         p95 = np.percentile(times[name], 95)
                         summary[name][key] = f"{median:.2f}/{p95:.2f}"
                         summary[name][f"x floor {chunk_s:g} s @{threads}"] = f"{median / floor:.1f}"
+            if variant == "SAT_T_2s":
+                torch.set_num_threads(1)
+                engines = make_engines(model, onnx_files[variant], chunk_s)
+                for name in ("fast", "onnx"):
+                    warm, cold = alone(engines[name], args.repeats)
+                    print(
+                        f"{variant:<10}{chunk_s:>5}s   1{name:>10} alone: warm {warm:.2f} ms, "
+                        f"cold {cold:.2f} ms"
+                    )
+                    summary[name][f"{chunk_s:g} s alone warm/cold"] = f"{warm:.2f}/{cold:.2f}"
         profile_chunk(models["SAT_T_2s"], 2.0, rates[1])
         profile_chunk(models["SAT_T_2s"], 0.16, rates[1])
         profile_onnx(onnx_files["SAT_T_2s"], 2.0, rates[1])
@@ -442,7 +473,10 @@ def print_summary(summary: dict[str, dict[str, str]]) -> None:
     columns = list(next(iter(summary.values())))
     for row in summary.values():
         columns.extend(c for c in row if c not in columns)
-    print("\nSummary, SAT_T_2s (chunk latency median/p95 ms at @N threads; 'reference' = before)")
+    print(
+        "\nSummary, SAT_T_2s (chunk latency median/p95 ms at @N threads, backends taking turns; "
+        "'alone': median ms of one backend by itself at 1 thread; 'reference' = before)"
+    )
     print(f"{'backend':<10}" + "".join(f"{c:>{max(len(c), 11) + 2}}" for c in columns))
     for name, row in summary.items():
         cells = (f"{row.get(c, '-'):>{max(len(c), 11) + 2}}" for c in columns)
