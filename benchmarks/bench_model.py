@@ -418,9 +418,12 @@ def main() -> None:
                         summary[name][f"x floor {chunk_s:g} s @{threads}"] = f"{median / floor:.1f}"
             if variant == "SAT_T_2s":
                 torch.set_num_threads(1)
-                engines = make_engines(model, onnx_files[variant], chunk_s)
-                for name in ("fast", "onnx"):
-                    warm, cold = alone(engines[name], args.repeats)
+                engines = {
+                    "fast": Engine(model, chunk_s),
+                    "onnx": Engine(OnnxScorer(onnx_files[variant]), chunk_s),
+                }
+                for name, engine in engines.items():
+                    warm, cold = alone(engine, args.repeats)
                     print(
                         f"{variant:<10}{chunk_s:>5}s   1{name:>10} alone: warm {warm:.2f} ms, "
                         f"cold {cold:.2f} ms"

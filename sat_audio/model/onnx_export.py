@@ -88,10 +88,10 @@ class _Graph:
         return self.op("Gemm", x, w, b, transB=1)
 
 
-def _tokens(g: _Graph, model: AudioTransformer) -> str:
-    """Power (B, T, 257) -> the piece's patch tokens with positions, (B, N, D)."""
-    bn = model.init_bn[1]
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+def _tokens(g: _Graph, fast: FastPiece) -> str:
+    """Power (B, T, 257) -> the piece's patch tokens with positions, (B, N, D).
+
+    The folded BatchNorm, the patch weight and the positions are the fast path's own tensors."""
     mel = g.op("MatMul", "power", g.const("mel_filterbank", _np(mel_filterbank())))  # (B, T, 64)
     to_db = g.const("to_db", 10.0 / math.log(10.0))
     floor = g.const("floor", 1e-10)
@@ -100,25 +100,22 @@ def _tokens(g: _Graph, model: AudioTransformer) -> str:
     piece = g.op("Slice", mel, "piece_start", "piece_end", g.const("frame_axis", [1]))
     db = g.op("Mul", g.op("Log", g.op("Max", piece, floor)), to_db)
     x = g.op("Max", db, g.op("Sub", peak, g.const("top_db", TOP_DB)))
-    x = g.op("Mul", x, g.const("bn_scale", _np(scale)))
-    x = g.op("Add", x, g.const("bn_shift", _np(bn.bias - bn.running_mean * scale)))
+    x = g.op("Mul", x, g.const("bn_scale", _np(fast.bn_scale[:, 0])))  # over the mel axis, last
+    x = g.op("Add", x, g.const("bn_shift", _np(fast.bn_shift[:, 0])))
     # (B, T, 64) as (B, columns, 16 frames, rows, 16 mels) -> (B, rows, columns, 16 mels, 16 frames)
     x = g.op("Reshape", x, g.const("patch_grid", [0, -1, PATCH, FREQ_ROWS, PATCH]))
     x = g.op("Transpose", x, perm=[0, 3, 1, 4, 2])
     x = g.op("Reshape", x, g.const("patches", [0, FREQ_ROWS, -1, PATCH * PATCH]))
-    dim = model.spec.embed_dim
-    weight = _np(model.patch_embed.proj.weight).reshape(dim, PATCH * PATCH).T
-    x = g.op("MatMul", x, g.const("patch_weight", weight))  # (B, rows, columns, D)
+    dim = fast.patch_b.shape[0]
+    x = g.op("MatMul", x, g.const("patch_weight", _np(fast.patch_w).T))  # (B, rows, columns, D)
     # positions of every row and column, the patch bias folded in; the piece takes its columns
-    time_pos = _np(model.time_pos_embed[0, :, 0].T)  # (columns, D)
-    freq_pos = _np(model.freq_pos_embed[0, :, :, 0].T)  # (rows, D)
-    table = freq_pos[:, None] + time_pos[None] + _np(model.patch_embed.proj.bias)
+    table = _np(fast.freq_pos[:, None] + fast.time_pos[None] + fast.patch_b)
     columns = g.op("Shape", x, start=2, end=3)
     start = g.const("zero", [0])
     pos = g.op("Slice", g.const("positions", table), start, columns, g.const("column_axis", [1]))
     x = g.op("Reshape", g.op("Add", x, pos), g.const("token_rows", [0, -1, dim]))
-    if model.spec.pooling == "token":
-        cls = _np(model.cls_token[0] + model.token_pos_embed)[None]  # (1, 1, D)
+    if fast.token_pooling:
+        cls = _np(fast.cls)[None]  # (1, 1, D)
         batch = g.op("Shape", x, start=0, end=1)
         shape = g.op("Concat", batch, g.const("one_by_dim", [1, dim]), axis=0)
         x = g.op("Concat", g.op("Expand", g.const("cls", cls), shape), x, axis=1)
@@ -167,22 +164,18 @@ def _block(
     return x, new_state
 
 
-def build_graph(model: AudioTransformer) -> "onnx.ModelProto":
+def build_graph(model: AudioTransformer, fast: FastPiece) -> "onnx.ModelProto":
     """The streaming graph of a model: inputs and outputs as the module docstring says."""
     spec = model.spec
     dim, heads, memory = spec.embed_dim, spec.num_heads, model.memory_tokens
     g = _Graph()
-    x3 = _tokens(g, model)  # (B, N, D)
+    x3 = _tokens(g, fast)  # (B, N, D)
     g.const("memory_start", [-memory])
     g.const("end", [2**62])
     g.const("token_axis", [1])
     g.const("head_token_axis", [2])
-    time_cols = memory // FREQ_ROWS
-    freq_pos = _np(model.freq_pos_embed[0, :, :, 0].T)
-    time_pos = _np(model.time_pos_embed[0, :, 0].T)[-time_cols:]
-    memory_pos = (freq_pos[:, None] + time_pos[None]).reshape(-1, dim)
     # upstream: the first block's memory gets its positions added once more, every chunk.
-    first = g.op("Add", "state_0", g.const("memory_positions", memory_pos))
+    first = g.op("Add", "state_0", g.const("memory_positions", _np(fast.memory_pos)))
     first = g.op("Concat", first, x3, axis=1)  # (B, M + N, D)
     new_states = [g.op("Slice", first, "memory_start", "end", "token_axis")]
     batch_tokens = g.op("Shape", x3, start=0, end=2)
@@ -243,10 +236,10 @@ def state_names(depth: int, prefix: str = "") -> list[str]:
     return [prefix + n for n in ("state_0", *later)]
 
 
-def silence_state(model: AudioTransformer) -> list[np.ndarray]:
+def silence_state(model: AudioTransformer, fast: FastPiece) -> list[np.ndarray]:
     """The graph's state after a memory-length of silence, without the batch axis."""
     with torch.inference_mode():
-        first, *kv = FastPiece(model).state_from_memory(model.silence_memory(1))
+        first, *kv = fast.state_from_memory(model.silence_memory(1))
     return [first[0].numpy(), *(part[0, j].numpy() for part in kv for j in (0, 1))]
 
 
@@ -260,10 +253,11 @@ def export_onnx(model: AudioTransformer, path: Path) -> Path:
         raise SatAudioError(
             f"{model.spec.name} is a plain ViT; ONNX export is for streaming models"
         )
+    fast = FastPiece(model)
     with torch.no_grad():
-        proto = build_graph(model)
+        proto = build_graph(model, fast)
     buf = io.BytesIO()
-    np.savez(buf, *silence_state(model))
+    np.savez(buf, *silence_state(model, fast))
     meta = {
         "sat_audio.format": FORMAT,
         "sat_audio.spec": json.dumps(asdict(model.spec)),
