@@ -243,6 +243,7 @@ def profile_onnx(onnx_file: Path, chunk_s: float, gflops_rate: float) -> None:
     scorer = OnnxScorer(onnx_file)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    options.enable_cpu_mem_arena = False  # as OnnxScorer
     options.enable_profiling = True
     options.profile_file_prefix = str(onnx_file.with_name("ort_profile"))
     scorer.session = ort.InferenceSession(str(onnx_file), options)

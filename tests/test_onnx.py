@@ -16,6 +16,7 @@ from sat_audio.engine import Engine
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import find
 from sat_audio.model.checkpoint import load_model
+from sat_audio.model.fast import FastPiece
 from sat_audio.model.frontend import LogMel
 from sat_audio.model.onnx_export import export_onnx
 from sat_audio.model.onnx_runtime import OnnxScorer, onnx_path, power_spectrum
@@ -103,6 +104,26 @@ def test_a_silent_piece_is_floored_from_its_whole_chunk(random_exported: tuple[P
     assert np.abs(scores[1] - scores[0]).max() < TOLERANCE
 
 
+def test_the_runtime_primes_the_memory_through_the_graph(
+    random_exported: tuple[Path, Path],
+) -> None:
+    """The file stores no state: the runtime runs a memory-length of silence from an empty memory
+    through the graph, which must give the torch model's silence memory as keys and values."""
+    import onnx
+
+    checkpoint, onnx_file = random_exported
+    keys = {entry.key for entry in onnx.load(onnx_file).metadata_props}
+    assert keys == {"sat_audio.format", "sat_audio.spec"}
+    model = load_model(str(checkpoint))
+    with torch.inference_mode():
+        first, *kv = FastPiece(model).state_from_memory(model.silence_memory(1))
+    want = [first.numpy(), *(part[:, j].numpy() for part in kv for j in (0, 1))]
+    got = OnnxScorer(onnx_file).initial_state(2)
+    assert [g.shape for g in got] == [(2, *w.shape[1:]) for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert np.abs(g - w).max() < 1e-5 * np.abs(w).max()
+
+
 def test_the_graph_uses_onnxruntimes_fused_attention(random_exported: tuple[Path, Path]) -> None:
     """The export's point: a small graph, one attention node a block (format 2 had 332 nodes)."""
     import onnx
@@ -134,7 +155,7 @@ def test_an_export_of_another_format_asks_for_a_new_one(
         if entry.key == "sat_audio.format":
             entry.value = "0"
     onnx.save(proto, tmp_path / "old.onnx")
-    with pytest.raises(SatAudioError, match=r"format 0, this version reads 3.*re-export"):
+    with pytest.raises(SatAudioError, match=r"format 0, this version reads 4.*re-export"):
         OnnxScorer(tmp_path / "old.onnx")
 
 

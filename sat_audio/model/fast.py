@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sat_audio import SAMPLE_RATE
 from sat_audio.errors import SatAudioError
 from sat_audio.memory import release_free_heap
 from sat_audio.model.sat import FREQ_ROWS, PATCH, AudioTransformer, Block, StreamingAttention
@@ -218,10 +217,10 @@ class TorchScorer:
 
     def _silence_state(self) -> State:
         """What AudioTransformer.silence_memory gives, through the fast path from no memory."""
-        samples = int(self.spec.memory_frames / 100 * SAMPLE_RATE)
         assert self._piece is not None
+        silence = np.zeros((1, self.spec.memory_samples), np.float32)
         with torch.inference_mode():
-            return self.score(np.zeros((1, samples), np.float32), self._piece.empty_state())[1]
+            return self.score(silence, self._piece.empty_state())[1]
 
     def score(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """(B, S) float32 samples and the batch's state -> (B, 527) scores, new state."""

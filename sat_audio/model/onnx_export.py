@@ -10,13 +10,11 @@ It computes what model/fast.FastPiece computes, after numpy's FFT:
     key_i, value_i (B, heads, M, D / heads) for each later block i: its memory's keys and values
         -> scores (B, 527), new_state_0, new_key_1, new_value_1, ...
 
-The dB floor comes from the whole chunk, as in the torch model. The file also carries what the
-runtime needs without torch: the variant's name and sizes and the state after a memory-length of
-silence (metadata; an .npz in base64).
+The dB floor comes from the whole chunk, as in the torch model. M is free: the runtime starts
+from an empty memory (M = 0) to compute the state after a memory-length of silence, as the torch
+scorer does, so the file carries only the variant's name and sizes (metadata).
 """
 
-import base64
-import io
 import json
 import math
 from dataclasses import asdict
@@ -174,8 +172,13 @@ def build_graph(model: AudioTransformer, fast: FastPiece) -> "onnx.ModelProto":
     g.const("end", [2**62])
     g.const("token_axis", [1])
     g.const("head_token_axis", [2])
-    # upstream: the first block's memory gets its positions added once more, every chunk.
-    first = g.op("Add", "state_0", g.const("memory_positions", _np(fast.memory_pos)))
+    # upstream: the first block's memory gets its positions added once more, every chunk;
+    # a memory shorter than M (empty, at the start) takes the last positions.
+    held = g.op("Shape", "state_0", start=1, end=2)
+    skipped = g.op("Sub", g.const("memory_length", [memory]), held)
+    positions = g.const("memory_positions", _np(fast.memory_pos))
+    positions = g.op("Slice", positions, skipped, "end", g.const("first_axis", [0]))
+    first = g.op("Add", "state_0", positions)
     first = g.op("Concat", first, x3, axis=1)  # (B, M + N, D)
     new_states = [g.op("Slice", first, "memory_start", "end", "token_axis")]
     batch_tokens = g.op("Shape", x3, start=0, end=2)
@@ -197,11 +200,11 @@ def build_graph(model: AudioTransformer, fast: FastPiece) -> "onnx.ModelProto":
     pooled = g.layer_norm(pooled, model.outputlayer[0], "outputlayer.0")
     head = model.outputlayer[1]
     scores = g.op("Sigmoid", g.linear(pooled, head.weight, head.bias, "outputlayer.1"))
-    return _model_proto(g, spec.depth, heads, memory, dim, [scores, *new_states])
+    return _model_proto(g, spec.depth, heads, dim, [scores, *new_states])
 
 
 def _model_proto(
-    g: _Graph, depth: int, heads: int, memory: int, dim: int, outputs: list[str]
+    g: _Graph, depth: int, heads: int, dim: int, outputs: list[str]
 ) -> "onnx.ModelProto":
     onnx = g.onnx
     rename = dict(zip(outputs, ["scores", *state_names(depth, "new_")], strict=True))
@@ -210,8 +213,8 @@ def _model_proto(
         node.input[:] = [rename.get(i, i) for i in node.input]
     f32 = onnx.TensorProto.FLOAT
     i64 = onnx.TensorProto.INT64
-    shapes = {"state_0": ["batch", memory, dim]}
-    kv = ["batch", heads, memory, dim // heads]
+    shapes = {"state_0": ["batch", "memory", dim]}
+    kv = ["batch", heads, "memory", dim // heads]
     value = onnx.helper.make_tensor_value_info
     inputs = [
         value("power", f32, ["batch", "frames", N_FFT // 2 + 1]),
@@ -236,13 +239,6 @@ def state_names(depth: int, prefix: str = "") -> list[str]:
     return [prefix + n for n in ("state_0", *later)]
 
 
-def silence_state(model: AudioTransformer, fast: FastPiece) -> list[np.ndarray]:
-    """The graph's state after a memory-length of silence, without the batch axis."""
-    with torch.inference_mode():
-        first, *kv = fast.state_from_memory(model.silence_memory(1))
-    return [first[0].numpy(), *(part[0, j].numpy() for part in kv for j in (0, 1))]
-
-
 def export_onnx(model: AudioTransformer, path: Path) -> Path:
     """Write the model's streaming graph to path, through a temp file renamed when complete."""
     try:
@@ -253,16 +249,9 @@ def export_onnx(model: AudioTransformer, path: Path) -> Path:
         raise SatAudioError(
             f"{model.spec.name} is a plain ViT; ONNX export is for streaming models"
         )
-    fast = FastPiece(model)
     with torch.no_grad():
-        proto = build_graph(model, fast)
-    buf = io.BytesIO()
-    np.savez(buf, *silence_state(model, fast))
-    meta = {
-        "sat_audio.format": FORMAT,
-        "sat_audio.spec": json.dumps(asdict(model.spec)),
-        "sat_audio.silence": base64.b64encode(buf.getvalue()).decode("ascii"),
-    }
+        proto = build_graph(model, FastPiece(model))
+    meta = {"sat_audio.format": FORMAT, "sat_audio.spec": json.dumps(asdict(model.spec))}
     onnx.helper.set_model_props(proto, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")

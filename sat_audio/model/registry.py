@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from sat_audio import SAMPLE_RATE
 from sat_audio.errors import SatAudioError
 
 
@@ -31,6 +32,11 @@ class ModelSpec:
     @property
     def streaming(self) -> bool:
         return self.kind == "stream"
+
+    @property
+    def memory_samples(self) -> int:
+        """Samples of a memory's length: upstream primes the memory with this much silence."""
+        return int(self.memory_frames / 100 * SAMPLE_RATE)
 
 
 def data_dir() -> Path:

@@ -183,8 +183,8 @@ class AudioTransformer(nn.Module):
         """The memory after a memory-length of silence, where upstream inference starts."""
         if not self.spec.streaming:
             return None
-        samples = int(self.spec.memory_frames / 100 * SAMPLE_RATE)
-        _, memory = self.forward(torch.zeros(1, samples, device=self.time_pos_embed.device))
+        silence = torch.zeros(1, self.spec.memory_samples, device=self.time_pos_embed.device)
+        _, memory = self.forward(silence)
         assert memory is not None
         return memory.expand(-1, batch, -1, -1).contiguous()
 
