@@ -9,11 +9,17 @@ block when the span it covers begins, a microphone when it ends; so the chunk's 
 the listener one block (0.1 s) before the chunk's end, and the figure a microphone would show is
 the raw one plus one block. Both are printed.
 
+--source mic captures instead through a private PulseAudio server playing a sine, by ALSA's
+`default` device as an add-on does: the memory and CPU of a microphone listener (PortAudio and
+its ALSA plugins loaded); a steady tone gives no latency figure.
+
 Run from the repository root:
     .venv/bin/python benchmarks/bench_listener.py [--seconds 60] [--backend torch|onnx]
+        [--source file|mic]
 """
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -36,6 +42,7 @@ from sat_audio.memory import release_startup_code
 from sat_audio.model.onnx_export import export_onnx
 from tests.broker import Broker, Subscriber
 from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
+from tests.pulse import PulseServer
 
 RATE = 16000
 BLOCK_S = 0.1
@@ -60,12 +67,37 @@ def status_mb(pid: int, key: str) -> float:
     raise RuntimeError(f"no {key}")
 
 
+def event_starts(sub: Subscriber) -> list:
+    """The event's start messages received so far."""
+    messages = sub.on("sat_audio/bench/event/dog")
+    return [m for m in messages if json.loads(m.payload)["type"] == "start"]
+
+
+def print_latency(starts: list, chunk_s: float) -> None:
+    """Per start message: its arrival after the end of the chunk that crossed the threshold."""
+    latencies = sorted(
+        (m.at - datetime.fromisoformat(json.loads(m.payload)["start"]).timestamp() - chunk_s) * 1000
+        for m in starts
+    )
+    if not latencies:
+        raise SystemExit("no detections while measuring: stream for longer (--seconds)")
+    p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
+    block_ms = BLOCK_S * 1000
+    for what, shift in (("raw (file pacing)", 0.0), ("as from a microphone", block_ms)):
+        print(
+            f"detection latency {what}, {len(latencies)} detections: median "
+            f"{statistics.median(latencies) + shift:.0f} ms, p95 {p95 + shift:.0f} ms, "
+            f"max {latencies[-1] + shift:.0f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="streaming time measured")
     parser.add_argument("--chunk", type=float, default=2.0, help="chunk length in seconds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    parser.add_argument("--source", choices=["file", "mic"], default="file")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="bench_listener_"))
@@ -74,8 +106,13 @@ def main() -> None:
     if args.backend == "onnx":
         export_onnx(model, checkpoint.with_suffix(".onnx"))
     wav = make_wav(folder / "pattern.wav", args.chunk)
+    file_source = {"kind": "file", "path": str(wav), "realtime": True, "loop": True}
     broker = Broker(folder / "broker")
     broker.start()
+    audio = contextlib.ExitStack()
+    env = None
+    if args.source == "mic":
+        env = audio.enter_context(PulseServer(folder / "pulse")).env
     config = {
         "listener": {"id": "bench", "name": "Benchmark"},
         "model": {
@@ -87,10 +124,7 @@ def main() -> None:
         "sources": [
             {
                 "name": "mic",
-                "kind": "file",
-                "path": str(wav),
-                "realtime": True,
-                "loop": True,
+                **(file_source if args.source == "file" else {"kind": "mic"}),
                 "block_seconds": BLOCK_S,
             }
         ],
@@ -109,14 +143,14 @@ def main() -> None:
     release_startup_code()
     launched = time.monotonic()
     with (folder / "stderr.txt").open("wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
     ps = psutil.Process(proc.pid)
     try:
         sub.wait_for(lambda: sub.on("sat_audio/bench/info"), 60, "the listener's info")
         startup_s = time.monotonic() - launched
         started_rss = status_mb(proc.pid, "VmRSS")
         cpu0, wall0 = ps.cpu_times(), time.monotonic()
-        n0 = len(sub.on("sat_audio/bench/event/dog"))
+        n0 = len(event_starts(sub))
         time.sleep(args.seconds)
         cpu1, wall1 = ps.cpu_times(), time.monotonic()
         rss = status_mb(proc.pid, "VmRSS")
@@ -126,30 +160,19 @@ def main() -> None:
         code = proc.wait(30)
         sub.stop()
         broker.stop()
+        audio.close()
     cpu_pct = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (wall1 - wall0)
-    latencies = []
-    for m in sub.on("sat_audio/bench/event/dog")[n0:]:
-        p = json.loads(m.payload)
-        if p["type"] == "start":
-            chunk_end = datetime.fromisoformat(p["start"]).timestamp() + args.chunk
-            latencies.append((m.at - chunk_end) * 1000)
-    if not latencies:
+    starts = event_starts(sub)
+    if not starts:  # the tone and the loud seconds both open the event: audio reached the model
         raise SystemExit(f"no detections; see {folder / 'stderr.txt'}")
-    latencies.sort()
-    p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
     print(f"command: {' '.join(cmd)}")
     print(
         f"SAT_T_2s on {args.backend}, {args.chunk} s chunks, {args.threads} thread(s), "
-        "real-time file source"
+        + ("real-time file source" if args.source == "file" else "microphone (PulseAudio, ALSA)")
     )
     print(f"startup to first info: {startup_s:.1f} s; exit code after SIGTERM: {code}")
-    block_ms = BLOCK_S * 1000
-    for what, shift in (("raw (file pacing)", 0.0), ("as from a microphone", block_ms)):
-        print(
-            f"detection latency {what}, {len(latencies)} detections: median "
-            f"{statistics.median(latencies) + shift:.0f} ms, p95 {p95 + shift:.0f} ms, "
-            f"max {latencies[-1] + shift:.0f} ms"
-        )
+    if args.source == "file":
+        print_latency(starts[n0:], args.chunk)
     print(f"CPU over {wall1 - wall0:.0f} s of streaming: {cpu_pct:.1f} % of one core")
     print(
         f"RSS: {started_rss:.0f} MB at the first info, {rss:.0f} MB after "
