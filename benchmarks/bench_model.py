@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from sat_audio.engine import Engine
 from sat_audio.memory import release_startup_code
 from sat_audio.model.onnx_export import export_onnx
-from sat_audio.model.onnx_runtime import OnnxScorer
+from sat_audio.model.onnx_runtime import OnnxScorer, power_spectrum
 from sat_audio.model.registry import get_spec
 from sat_audio.model.sat import AudioTransformer, build_model
 
@@ -285,6 +285,67 @@ def profile_onnx(onnx_file: Path, chunk_s: float, gflops_rate: float) -> None:
         print(f"{op:<28}{ms:>8.2f}{ms / run_ms:>7.0%}{mflops:>9.1f}{floor:>10.3f}{ratio}")
 
 
+ABLATIONS = {
+    "Gelu": lambda node: node.op_type == "Gelu",
+    "LayerNormalization": lambda node: node.op_type == "LayerNormalization",
+    "MultiHeadAttention": lambda node: node.op_type == "MultiHeadAttention",
+    "residual Add": lambda node: node.op_type == "Add" and node.input[1].startswith("Gemm"),
+    "state Slice": lambda node: node.op_type == "Slice" and node.input[-1] == "head_token_axis",
+}
+"""Op families whose cost ablate_onnx measures; the residual Adds take a Gemm's output, the
+state Slices keep a block's last M keys or values."""
+
+
+def ablate_onnx(onnx_file: Path, chunk_s: float, repeats: int) -> None:
+    """What each op family costs in place, without a profiler's per-node overhead: the chunk's
+    time with the family replaced by Identity (outputs meaningless), all graphs taking turns."""
+    import onnx
+    import onnxruntime as ort
+
+    scorer = OnnxScorer(onnx_file)
+    samples = int(chunk_s * 16000)
+    power = power_spectrum(np.random.default_rng(0).standard_normal((1, samples), np.float32))
+    end = min(scorer.spec.target_frames, power.shape[1] // 16 * 16)
+    names = [i.name for i in scorer.session.get_inputs()]
+    inputs = (power, np.array([0]), np.array([end]), *scorer.initial_state(1))
+    feed = dict(zip(names, inputs, strict=True))
+    sessions = {"whole graph": scorer.session}
+    for family, chosen in ABLATIONS.items():
+        proto = onnx.load(onnx_file)
+        nodes = []
+        for node in proto.graph.node:
+            if not chosen(node):
+                nodes.append(node)
+                continue
+            # MultiHeadAttention's present keys/values become its past ones (inputs 6, 7)
+            sources = [node.input[0], *node.input[6:8]][: len(node.output)]
+            for source, output in zip(sources, node.output, strict=True):
+                nodes.append(onnx.helper.make_node("Identity", [source], [output]))
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.enable_cpu_mem_arena = False  # as OnnxScorer
+        options.log_severity_level = 3  # unused norm weights, unused axes: expected here
+        sessions[family] = ort.InferenceSession(proto.SerializeToString(), options)
+    times: dict[str, list[float]] = defaultdict(list)
+    for i in range(repeats + 10):
+        for name, session in sessions.items():
+            start = time.thread_time()
+            session.run(None, feed)
+            if i >= 10:
+                times[name].append((time.thread_time() - start) * 1000)
+    whole = statistics.median(times["whole graph"])
+    print(
+        f"\nWhat each op family costs in one {chunk_s} s chunk, onnx, 1 thread: the chunk with "
+        "the family replaced by Identity, graphs taking turns "
+        f"(no profiler; whole graph {whole:.2f} ms)"
+    )
+    for name in ABLATIONS:
+        count = sum(map(ABLATIONS[name], onnx.load(onnx_file).graph.node))
+        print(f"{name:<22}{count:>4} nodes{whole - statistics.median(times[name]):>8.2f} ms")
+
+
 def streams_sustained(
     model: AudioTransformer, onnx_file: Path, chunk_s: float, counts: list[int]
 ) -> dict[str, float]:
@@ -434,6 +495,8 @@ def main() -> None:
         profile_chunk(models["SAT_T_2s"], 0.16, rates[1])
         profile_onnx(onnx_files["SAT_T_2s"], 2.0, rates[1])
         profile_onnx(onnx_files["SAT_T_2s"], 0.16, rates[1])
+        for chunk_s in (2.0, 0.16):
+            ablate_onnx(onnx_files["SAT_T_2s"], chunk_s, args.repeats)
         counts = [int(c) for c in args.streams.split(",")]
         capacity = streams_sustained(models["SAT_T_2s"], onnx_files["SAT_T_2s"], 2.0, counts)
         print(
