@@ -227,10 +227,13 @@ def _onnx_node_flops(op: str, inputs: list[list[int]], output: list[int]) -> flo
     of non-constant inputs only: weights are not there, the output's last axis gives N."""
     if op in ("Gemm", "MatMul", "FusedGemm", "FusedMatMul"):
         return 2.0 * float(np.prod(inputs[0])) * output[-1]
-    if op == "MultiHeadAttention":  # query, key, value[, past key, past value]
+    if op == "MultiHeadAttention":  # query, key, value
         batch, queries, dim = inputs[0]
-        keys = inputs[1][1] + (inputs[3][2] if len(inputs) > 3 else 0)
-        return 4.0 * batch * queries * keys * dim
+        return 4.0 * batch * queries * inputs[1][1] * dim
+    if op == "Attention":  # tokens, [bias,] past (2, B, heads, M, D / heads): q/k/v, attention
+        batch, queries, dim = inputs[0]
+        keys = next(shape for shape in inputs if len(shape) == 5)[3] + queries
+        return 2.0 * batch * queries * dim * 3 * dim + 4.0 * batch * queries * keys * dim
     return 0.0
 
 
@@ -288,12 +291,13 @@ def profile_onnx(onnx_file: Path, chunk_s: float, gflops_rate: float) -> None:
 ABLATIONS = {
     "Gelu": lambda node: node.op_type == "Gelu",
     "LayerNormalization": lambda node: node.op_type == "LayerNormalization",
-    "MultiHeadAttention": lambda node: node.op_type == "MultiHeadAttention",
+    "attention (+ q/k/v Gemm)": lambda node: node.op_type in ("MultiHeadAttention", "Attention"),
     "residual Add": lambda node: node.op_type == "Add" and node.input[1].startswith("Gemm"),
-    "state Slice": lambda node: node.op_type == "Slice" and node.input[-1] == "head_token_axis",
+    "state Slice": lambda node: node.op_type == "Slice" and node.input[-1] == "past_token_axis",
 }
-"""Op families whose cost ablate_onnx measures; the residual Adds take a Gemm's output, the
-state Slices keep a block's last M keys or values."""
+"""Op families whose cost ablate_onnx measures; Attention projects the later blocks' q, k and v
+itself, the residual Adds take a Gemm's output, the state Slices keep a block's last M keys and
+values."""
 
 
 def ablate_onnx(onnx_file: Path, chunk_s: float, repeats: int) -> None:
@@ -306,9 +310,7 @@ def ablate_onnx(onnx_file: Path, chunk_s: float, repeats: int) -> None:
     samples = int(chunk_s * 16000)
     power = power_spectrum(np.random.default_rng(0).standard_normal((1, samples), np.float32))
     end = min(scorer.spec.target_frames, power.shape[1] // 16 * 16)
-    names = [i.name for i in scorer.session.get_inputs()]
-    inputs = (power, np.array([0]), np.array([end]), *scorer.initial_state(1))
-    feed = dict(zip(names, inputs, strict=True))
+    feed = scorer.graph_inputs(power, 0, end, scorer.initial_state(1))
     sessions = {"whole graph": scorer.session}
     for family, chosen in ABLATIONS.items():
         proto = onnx.load(onnx_file)
@@ -317,8 +319,8 @@ def ablate_onnx(onnx_file: Path, chunk_s: float, repeats: int) -> None:
             if not chosen(node):
                 nodes.append(node)
                 continue
-            # MultiHeadAttention's present keys/values become its past ones (inputs 6, 7)
-            sources = [node.input[0], *node.input[6:8]][: len(node.output)]
+            # Attention's present keys and values become its past ones (input 4)
+            sources = [node.input[0], *node.input[4:5]][: len(node.output)]
             for source, output in zip(sources, node.output, strict=True):
                 nodes.append(onnx.helper.make_node("Identity", [source], [output]))
         del proto.graph.node[:]
@@ -343,7 +345,7 @@ def ablate_onnx(onnx_file: Path, chunk_s: float, repeats: int) -> None:
     )
     for name in ABLATIONS:
         count = sum(map(ABLATIONS[name], onnx.load(onnx_file).graph.node))
-        print(f"{name:<22}{count:>4} nodes{whole - statistics.median(times[name]):>8.2f} ms")
+        print(f"{name:<26}{count:>4} nodes{whole - statistics.median(times[name]):>8.2f} ms")
 
 
 def streams_sustained(

@@ -1,14 +1,15 @@
 """Write a streaming model as an ONNX graph for the light runtime (model/onnx_runtime.py).
 
 The graph is written node by node from the model's weights, with onnxruntime's fused CPU ops
-(MultiHeadAttention with past keys/values, Gelu), so it stays small: 15 nodes a block.
-It computes what model/fast.FastPiece computes, after numpy's FFT:
+(Attention, which projects q, k and v itself and appends them to the past; Gelu), so it stays
+small: 12 nodes a block. It computes what model/fast.FastPiece computes, after numpy's FFT:
 
     power (B, T, 257)      the whole chunk's power spectrogram, frames first (numpy's layout)
     piece_start, piece_end (1,) int64: the frames of the piece scored, a multiple of 16 long
     state_0 (B, M, D)      the first block's memory, as FastPiece
-    key_i, value_i (B, heads, M, D / heads) for each later block i: its memory's keys and values
-        -> scores (B, 527), new_state_0, new_key_1, new_value_1, ...
+    past_i (2, B, heads, M, D / heads) for each later block i: its memory's keys and values, as
+        Attention takes them (the runtime holds them batch first, as the fast path does)
+        -> scores (B, 527), new_state_0, new_past_1, new_past_2, ...
 
 The dB floor comes from the whole chunk, as in the torch model. M is free: the runtime starts
 from an empty memory (M = 0) to compute the state after a memory-length of silence, as the torch
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     import onnx
 
 OPSET = 20  # Gelu is one node from opset 20 (onnxruntime >= 1.17)
-MS = "com.microsoft"  # onnxruntime's own ops: MultiHeadAttention
+MS = "com.microsoft"  # onnxruntime's own ops: MultiHeadAttention, Attention
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray:
@@ -68,7 +69,7 @@ class _Graph:
         return self.ops(op_type, *inputs, outputs=1, **attrs)[0]
 
     def ops(self, op_type: str, *inputs: str, outputs: int, **attrs: object) -> list[str]:
-        domain = MS if op_type == "MultiHeadAttention" else ""
+        domain = MS if op_type in ("MultiHeadAttention", "Attention") else ""
         names = [f"{op_type}_{len(self.nodes)}_{i}" for i in range(outputs)]
         self.nodes.append(
             self.onnx.helper.make_node(op_type, list(inputs), names, domain=domain, **attrs)
@@ -121,39 +122,37 @@ def _tokens(g: _Graph, fast: FastPiece) -> str:
 
 
 def _block(
-    g: _Graph, block: Block, i: int, x: str, memory: str | tuple[str, str], shapes: dict[str, str]
+    g: _Graph, block: Block, i: int, x: str, memory: str, shapes: dict[str, str]
 ) -> tuple[str, list[str]]:
     """One block on token rows (B * N, D) -> (its output, its new state).
 
-    memory: the first block's memory followed by the chunk's tokens (B, M + N, D), whose keys
-    and values it computes itself; or a later block's past keys and values, which it returns
-    with the chunk's appended and the oldest dropped.
+    memory: for the first block, its memory followed by the chunk's tokens (B, M + N, D), whose
+    keys and values it computes itself; for a later block, its past keys and values, which it
+    returns with the chunk's appended and the oldest dropped.
     """
     name = f"blocks.{i}"
     attn = block.attn
     heads = attn.num_heads
     normed = g.layer_norm(x, block.norm1, f"{name}.norm1")
-    if isinstance(memory, str):  # the first block: keys and values of memory and chunk, anew
+    if i == 0:  # keys and values of memory and chunk, anew; queries of the chunk only
         q = g.linear(normed, attn.to_q.weight, attn.to_q.bias, f"{name}.q")
         kv_weight = g.const(f"{name}.kv.weight_t", _np(attn.to_kv.weight).T)
         kv = g.op("MatMul", g.layer_norm(memory, block.norm1, f"{name}.norm1"), kv_weight)
         kv = g.op("Add", kv, g.const(f"{name}.kv.bias", _np(attn.to_kv.bias)))
         keys, values = g.ops("Split", kv, axis=-1, num_outputs=2, outputs=2)
-        q = g.op("Reshape", q, shapes["q"])
+        q = g.op("Reshape", q, shapes["tokens"])
         out = g.op("MultiHeadAttention", q, keys, values, num_heads=heads)
         new_state = []
-    else:
-        weight = torch.cat((attn.to_q.weight, attn.to_kv.weight))
-        bias = torch.cat((attn.to_q.bias, attn.to_kv.bias))
-        qkv = g.op("Reshape", g.linear(normed, weight, bias, f"{name}.qkv"), shapes["qkv"])
-        q, k, v = g.ops("Split", qkv, axis=-1, num_outputs=3, outputs=3)
-        past_k, past_v = memory
-        out, keys, values = g.ops(
-            "MultiHeadAttention", q, k, v, "", "", "", past_k, past_v, num_heads=heads, outputs=3
+    else:  # Attention writes q, k and v head by head: no Split, no transposes between nodes
+        weight = g.const(
+            f"{name}.qkv.weight_t", _np(torch.cat((attn.to_q.weight, attn.to_kv.weight))).T
         )
-        new_state = [
-            g.op("Slice", t, "memory_start", "end", "head_token_axis") for t in (keys, values)
-        ]
+        bias = g.const(f"{name}.qkv.bias", _np(torch.cat((attn.to_q.bias, attn.to_kv.bias))))
+        tokens = g.op("Reshape", normed, shapes["tokens"])  # Attention takes (B, N, D)
+        out, present = g.ops(
+            "Attention", tokens, weight, bias, "", memory, num_heads=heads, outputs=2
+        )
+        new_state = [g.op("Slice", present, "memory_start", "end", "past_token_axis")]
     out = g.op("Reshape", out, shapes["rows"])
     x = g.op("Add", x, g.linear(out, attn.proj.weight, attn.proj.bias, f"{name}.proj"))
     hidden = g.layer_norm(x, block.norm2, f"{name}.norm2")
@@ -171,7 +170,7 @@ def build_graph(model: AudioTransformer, fast: FastPiece) -> "onnx.ModelProto":
     g.const("memory_start", [-memory])
     g.const("end", [2**62])
     g.const("token_axis", [1])
-    g.const("head_token_axis", [2])
+    g.const("past_token_axis", [3])
     # upstream: the first block's memory gets its positions added once more, every chunk;
     # a memory shorter than M (empty, at the start) takes the last positions.
     held = g.op("Shape", "state_0", start=1, end=2)
@@ -183,16 +182,15 @@ def build_graph(model: AudioTransformer, fast: FastPiece) -> "onnx.ModelProto":
     new_states = [g.op("Slice", first, "memory_start", "end", "token_axis")]
     batch_tokens = g.op("Shape", x3, start=0, end=2)
     shapes = {
-        "q": g.op("Concat", batch_tokens, g.const("dim", [dim]), axis=0),
-        "qkv": g.op("Concat", batch_tokens, g.const("dim3", [3 * dim]), axis=0),
+        "tokens": g.op("Concat", batch_tokens, g.const("dim", [dim]), axis=0),
         "rows": g.const("rows", [-1, dim]),
     }
     x = g.op("Reshape", x3, "rows")  # token rows: each projection is one Gemm
     for i, block in enumerate(model.blocks):
-        past = first if i == 0 else (f"key_{i}", f"value_{i}")
+        past = first if i == 0 else f"past_{i}"
         x, state = _block(g, block, i, x, past, shapes)
         new_states.extend(state)
-    x = g.op("Reshape", g.layer_norm(x, model.norm, "norm"), shapes["q"])
+    x = g.op("Reshape", g.layer_norm(x, model.norm, "norm"), shapes["tokens"])
     if spec.pooling == "token":
         pooled = g.op("Gather", x, g.const("first_token", 0), axis=1)
     else:
@@ -214,7 +212,7 @@ def _model_proto(
     f32 = onnx.TensorProto.FLOAT
     i64 = onnx.TensorProto.INT64
     shapes = {"state_0": ["batch", "memory", dim]}
-    kv = ["batch", heads, "memory", dim // heads]
+    kv = [2, "batch", heads, "memory", dim // heads]
     value = onnx.helper.make_tensor_value_info
     inputs = [
         value("power", f32, ["batch", "frames", N_FFT // 2 + 1]),
@@ -235,8 +233,7 @@ def _model_proto(
 
 def state_names(depth: int, prefix: str = "") -> list[str]:
     """The graph's state inputs in order; outputs have the prefix "new_"."""
-    later = [f"{kind}_{i}" for i in range(1, depth) for kind in ("key", "value")]
-    return [prefix + n for n in ("state_0", *later)]
+    return [prefix + n for n in ("state_0", *(f"past_{i}" for i in range(1, depth)))]
 
 
 def export_onnx(model: AudioTransformer, path: Path) -> Path:

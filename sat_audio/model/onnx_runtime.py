@@ -19,7 +19,7 @@ from sat_audio.memory import release_free_heap
 from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
 from sat_audio.model.shapes import HOP, N_FFT, PATCH, State
 
-FORMAT = "4"
+FORMAT = "5"
 """The graph's inputs and metadata as model/onnx_export.py writes them; bumped when they change."""
 WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
 """Periodic Hann window, as torch.hann_window."""
@@ -87,8 +87,8 @@ class OnnxScorer:
     def _silence_state(self) -> State:
         """The state after a memory-length of silence, from an empty memory, as TorchScorer."""
         spec = self.spec
-        no_keys = np.zeros((1, spec.num_heads, 0, spec.embed_dim // spec.num_heads), np.float32)
-        empty = (np.zeros((1, 0, spec.embed_dim), np.float32), *[no_keys] * (2 * spec.depth - 2))
+        no_past = np.zeros((1, 2, spec.num_heads, 0, spec.embed_dim // spec.num_heads), np.float32)
+        empty = (np.zeros((1, 0, spec.embed_dim), np.float32), *[no_past] * (spec.depth - 1))
         return self.score(np.zeros((1, spec.memory_samples), np.float32), empty)[1]
 
     def check_chunk(self, samples: int) -> None:
@@ -111,12 +111,23 @@ class OnnxScorer:
             bounds = [(0, frames // PATCH * PATCH)]
         outs = []
         for start, end in bounds:
-            piece = (np.array([start], np.int64), np.array([end], np.int64))
-            feed = dict(zip(self._inputs, (power, *piece, *state), strict=True))
-            scores, *new_state = self.session.run(self._outputs, feed)
-            state = tuple(new_state)
+            feed = self.graph_inputs(power, start, end, state)
+            scores, first, *pasts = self.session.run(self._outputs, feed)
+            state = (first, *(p.swapaxes(0, 1) for p in pasts))  # batch first again, as views
             outs.append(scores)
         return np.mean(outs, axis=0) if len(outs) > 1 else outs[0], state
+
+    def graph_inputs(
+        self, power: np.ndarray, start: int, end: int, state: State
+    ) -> dict[str, np.ndarray]:
+        """The graph's inputs for the piece of frames start:end.
+
+        The engine holds each past batch first, as the fast path; the graph takes keys/values
+        first, as onnxruntime's Attention. The axes swap as views: a copy only for a batch.
+        """
+        piece = (np.array([start], np.int64), np.array([end], np.int64))
+        pasts = (np.ascontiguousarray(p.swapaxes(0, 1)) for p in state[1:])
+        return dict(zip(self._inputs, (power, *piece, state[0], *pasts), strict=True))
 
     def inference(self) -> contextlib.nullcontext[None]:
         return contextlib.nullcontext()
