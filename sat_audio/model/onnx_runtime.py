@@ -123,7 +123,9 @@ class OnnxScorer:
         """The graph's inputs for the piece of frames start:end.
 
         The engine holds each past batch first, as the fast path; the graph takes keys/values
-        first, as onnxruntime's Attention. The axes swap as views: a copy only for a batch.
+        first, as onnxruntime's Attention. The axes swap as views, so a past returns to the graph
+        as the array it left; only a batch the engine gathers anew (a subset of its streams, or
+        the silence of several) is copied.
         """
         piece = (np.array([start], np.int64), np.array([end], np.int64))
         pasts = (np.ascontiguousarray(p.swapaxes(0, 1)) for p in state[1:])
