@@ -122,9 +122,17 @@ def _tokens(g: _Graph, fast: FastPiece) -> str:
 
 
 def _block(
-    g: _Graph, block: Block, i: int, x: str, memory: str, shapes: dict[str, str]
+    g: _Graph,
+    block: Block,
+    qkv: tuple[torch.Tensor, torch.Tensor],
+    i: int,
+    x: str,
+    memory: str,
+    shapes: dict[str, str],
 ) -> tuple[str, list[str]]:
     """One block on token rows (B * N, D) -> (its output, its new state).
+
+    qkv: the block's q and kv projections as one weight (3D, D) and bias, the fast path's.
 
     memory: for the first block, its memory followed by the chunk's tokens (B, M + N, D), whose
     keys and values it computes itself; for a later block, its past keys and values, which it
@@ -144,10 +152,8 @@ def _block(
         out = g.op("MultiHeadAttention", q, keys, values, num_heads=heads)
         new_state = []
     else:  # Attention writes q, k and v head by head: no Split, no transposes between nodes
-        weight = g.const(
-            f"{name}.qkv.weight_t", _np(torch.cat((attn.to_q.weight, attn.to_kv.weight))).T
-        )
-        bias = g.const(f"{name}.qkv.bias", _np(torch.cat((attn.to_q.bias, attn.to_kv.bias))))
+        weight = g.const(f"{name}.qkv.weight_t", _np(qkv[0]).T)
+        bias = g.const(f"{name}.qkv.bias", _np(qkv[1]))
         tokens = g.op("Reshape", normed, shapes["tokens"])  # Attention takes (B, N, D)
         out, present = g.ops(
             "Attention", tokens, weight, bias, "", memory, num_heads=heads, outputs=2
@@ -186,9 +192,9 @@ def build_graph(model: AudioTransformer, fast: FastPiece) -> "onnx.ModelProto":
         "rows": g.const("rows", [-1, dim]),
     }
     x = g.op("Reshape", x3, "rows")  # token rows: each projection is one Gemm
-    for i, block in enumerate(model.blocks):
+    for i, (block, fused) in enumerate(zip(model.blocks, fast.blocks, strict=True)):
         past = first if i == 0 else f"past_{i}"
-        x, state = _block(g, block, i, x, past, shapes)
+        x, state = _block(g, block, (fused.qkv_w, fused.qkv_b), i, x, past, shapes)
         new_states.extend(state)
     x = g.op("Reshape", g.layer_norm(x, model.norm, "norm"), shapes["tokens"])
     if spec.pooling == "token":
