@@ -480,19 +480,20 @@ def main() -> None:
                         p95 = np.percentile(times[name], 95)
                         summary[name][key] = f"{median:.2f}/{p95:.2f}"
                         summary[name][f"x floor {chunk_s:g} s @{threads}"] = f"{median / floor:.1f}"
-            if variant == "SAT_T_2s":
-                torch.set_num_threads(1)
+            for threads in (1, 2) if variant == "SAT_T_2s" else ():
+                torch.set_num_threads(threads)
                 engines = {
                     "fast": Engine(model, chunk_s),
-                    "onnx": Engine(OnnxScorer(onnx_files[variant]), chunk_s),
+                    "onnx": Engine(OnnxScorer(onnx_files[variant], threads), chunk_s),
                 }
                 for name, engine in engines.items():
                     warm, cold = alone(engine, args.repeats)
                     print(
-                        f"{variant:<10}{chunk_s:>5}s   1{name:>10} alone: warm {warm:.2f} ms, "
-                        f"cold {cold:.2f} ms"
+                        f"{variant:<10}{chunk_s:>5}s{threads:>4}{name:>10} alone: warm "
+                        f"{warm:.2f} ms, cold {cold:.2f} ms"
                     )
-                    summary[name][f"{chunk_s:g} s alone warm/cold"] = f"{warm:.2f}/{cold:.2f}"
+                    key = f"{chunk_s:g} s alone @{threads} warm/cold"
+                    summary[name][key] = f"{warm:.2f}/{cold:.2f}"
         profile_chunk(models["SAT_T_2s"], 2.0, rates[1])
         profile_chunk(models["SAT_T_2s"], 0.16, rates[1])
         profile_onnx(onnx_files["SAT_T_2s"], 2.0, rates[1])
@@ -544,7 +545,7 @@ def print_summary(summary: dict[str, dict[str, str]]) -> None:
         columns.extend(c for c in row if c not in columns)
     print(
         "\nSummary, SAT_T_2s (chunk latency median/p95 ms at @N threads, backends taking turns; "
-        "'alone': median ms of one backend by itself at 1 thread; 'reference' = before)"
+        "'alone': median ms of one backend by itself, as in a listener; 'reference' = before)"
     )
     print(f"{'backend':<10}" + "".join(f"{c:>{max(len(c), 11) + 2}}" for c in columns))
     for name, row in summary.items():

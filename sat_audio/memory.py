@@ -1,17 +1,27 @@
-"""Give memory back to the system once the listener has started.
+"""How the listener's memory sits in the system: given back once started, weights on huge pages.
 
 Loading frees large buffers (a checkpoint's state dict, a parsed ONNX file) in many pieces, which
 glibc keeps mapped; and importing torch or onnxruntime runs initialisers across most of their
 code, which stays resident although a running listener never executes it again. Together that is
-tens of MB of a small home server's memory.
+tens of MB of a small home server's memory. The weights, which every chunk reads in full, go on
+2 MB pages.
 """
 
+import array
 import ctypes
 import ctypes.util
+import mmap
 import sys
+from collections.abc import Callable
+from typing import BinaryIO
 
 MADV_PAGEOUT = 21
 """madvise advice (Linux 5.4+): reclaim these pages now; an older kernel answers EINVAL."""
+MADV_COLLAPSE = 25
+"""madvise advice (Linux 6.1+): back this range with transparent huge pages now."""
+HUGE_PAGE = 2 << 20
+MOSTLY = 3 / 4
+"""The share of a 2 MB stretch resident for weights_on_huge_pages to move it."""
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -21,6 +31,13 @@ def _libc() -> ctypes.CDLL | None:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
+
+
+def _madvise(libc: ctypes.CDLL) -> Callable[[int, int, int], int]:
+    madvise = libc.madvise
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    madvise.restype = ctypes.c_int
+    return madvise
 
 
 def release_free_heap() -> None:
@@ -41,9 +58,7 @@ def release_startup_code() -> int:
     libc = _libc()
     if libc is None:
         return 0
-    madvise = libc.madvise
-    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    madvise.restype = ctypes.c_int
+    madvise = _madvise(libc)
     advised = 0
     with open("/proc/self/maps") as maps:
         for line in maps:
@@ -54,3 +69,53 @@ def release_startup_code() -> int:
             start, end = (int(address, 16) for address in fields[0].split("-"))
             advised += madvise(start, end - start, MADV_PAGEOUT) == 0
     return advised
+
+
+def weights_on_huge_pages() -> int:
+    """Move the anonymous memory a model was just loaded into onto 2 MB pages; returns bytes moved.
+
+    Every chunk reads all the weights (22 MB for SAT-T). On 4 KB pages each chunk misses the TLB
+    on thousands of them; on 2 MB pages, on a dozen. The ONNX scorer calls this once loaded (the
+    torch path, slower elsewhere, gains nothing measurable at 2 s chunks).
+
+    Only 2 MB stretches at least MOSTLY resident move: what they fill in is at most a quarter of
+    them (holes malloc_trim left between weights, which later allocations fill anyway). The
+    mappings are not marked for huge pages, so later growth stays on small ones. A kernel before
+    6.1 or without transparent huge pages refuses: nothing changes.
+    """
+    libc = _libc()
+    if libc is None:
+        return 0
+    madvise = _madvise(libc)
+    moved = 0
+    try:
+        with open("/proc/self/pagemap", "rb") as pagemap:
+            for start, end in _anonymous_mappings():
+                first = -(-start // HUGE_PAGE) * HUGE_PAGE  # 2 MB-aligned stretches inside
+                for stretch in range(first, end - HUGE_PAGE + 1, HUGE_PAGE):
+                    if _resident(pagemap, stretch) >= MOSTLY and not madvise(
+                        stretch, HUGE_PAGE, MADV_COLLAPSE
+                    ):
+                        moved += HUGE_PAGE
+    except OSError:  # a kernel that hides pagemap: the rest stays on small pages
+        pass
+    return moved
+
+
+def _anonymous_mappings() -> list[tuple[int, int]]:
+    """(start, end) of this process's private writable anonymous mappings, the heap among them."""
+    found = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()  # range, permissions, offset, device, inode, [path]
+            if fields[1] == "rw-p" and (len(fields) == 5 or fields[5] == "[heap]"):
+                start, end = (int(address, 16) for address in fields[0].split("-"))
+                found.append((start, end))
+    return found
+
+
+def _resident(pagemap: BinaryIO, address: int) -> float:
+    """The share of the 2 MB from address in memory (bit 63 of each page's pagemap entry)."""
+    pages = HUGE_PAGE // mmap.PAGESIZE
+    pagemap.seek(address // mmap.PAGESIZE * 8)
+    return sum(entry >> 63 for entry in array.array("Q", pagemap.read(pages * 8))) / pages

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from sat_audio.errors import SatAudioError
-from sat_audio.memory import release_free_heap
+from sat_audio.memory import release_free_heap, weights_on_huge_pages
 from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
 from sat_audio.model.shapes import HOP, N_FFT, PATCH, State
 
@@ -83,6 +83,7 @@ class OnnxScorer:
                 "re-export it with `sat-audio models export-onnx`"
             ) from err
         release_free_heap()  # the parsed file and the graph before optimisation are gone
+        weights_on_huge_pages()
 
     def _silence_state(self) -> State:
         """The state after a memory-length of silence, from an empty memory, as TorchScorer."""
