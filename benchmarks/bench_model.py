@@ -135,25 +135,30 @@ def interleaved(
     return wall, cpu
 
 
-def alone(engine: Engine, repeats: int) -> tuple[float, float]:
-    """Median ms per step of one engine running by itself: (warm, cold). Warm: steps back to back,
-    the weights stay in the CPU's caches, as for a listener on an otherwise idle machine. Cold:
-    64 MB written between steps first evicts them, as other work between chunks can."""
+def alone(engine: Engine, repeats: int) -> tuple[float, float, float]:
+    """Median ms per step of one engine running by itself: (warm, cold, idle). Warm and cold take
+    turns: warm, right after another step, the weights still in the CPU's caches; cold, 64 MB
+    written first evicts them, as other work between chunks can. Idle, a run of its own (its
+    sleeps would slow the others): 20 ms asleep before each step, as a listener waits for its next
+    chunk, while the CPU may slow down or be lent out."""
     chunk = (0.1 * np.random.default_rng(0).standard_normal(engine.chunk_samples)).astype(
         np.float32
     )
     other = np.ones(16 << 20, np.float32)
-    times: dict[bool, list[float]] = {True: [], False: []}
-    for i in range(2 * repeats + 10):
-        warm = i % 2 == 0
-        if not warm:
+    times: dict[str, list[float]] = defaultdict(list)
+    for i in range(3 * repeats + 15):
+        kind = "idle" if i >= 2 * repeats + 10 else ("warm", "cold")[i % 2]
+        if kind == "cold":
             other += 1.0
+        elif kind == "idle":
+            time.sleep(0.02)
         engine.feed(engine.streams[0], chunk)
         start = time.perf_counter()
         engine.step()
-        if i >= 10:
-            times[warm].append((time.perf_counter() - start) * 1000)
-    return statistics.median(times[True]), statistics.median(times[False])
+        if i >= 10 and not (kind == "idle" and i < 2 * repeats + 15):
+            times[kind].append((time.perf_counter() - start) * 1000)
+    warm, cold, idle = (statistics.median(times[kind]) for kind in ("warm", "cold", "idle"))
+    return warm, cold, idle
 
 
 def _category(name: str, shapes: list) -> str:
@@ -487,13 +492,13 @@ def main() -> None:
                     "onnx": Engine(OnnxScorer(onnx_files[variant], threads), chunk_s),
                 }
                 for name, engine in engines.items():
-                    warm, cold = alone(engine, args.repeats)
+                    warm, cold, idle = alone(engine, args.repeats)
                     print(
                         f"{variant:<10}{chunk_s:>5}s{threads:>4}{name:>10} alone: warm "
-                        f"{warm:.2f} ms, cold {cold:.2f} ms"
+                        f"{warm:.2f} ms, cold {cold:.2f} ms, after 20 ms idle {idle:.2f} ms"
                     )
-                    key = f"{chunk_s:g} s alone @{threads} warm/cold"
-                    summary[name][key] = f"{warm:.2f}/{cold:.2f}"
+                    key = f"{chunk_s:g} s alone @{threads} warm/cold/idle"
+                    summary[name][key] = f"{warm:.2f}/{cold:.2f}/{idle:.2f}"
         profile_chunk(models["SAT_T_2s"], 2.0, rates[1])
         profile_chunk(models["SAT_T_2s"], 0.16, rates[1])
         profile_onnx(onnx_files["SAT_T_2s"], 2.0, rates[1])
@@ -545,7 +550,7 @@ def print_summary(summary: dict[str, dict[str, str]]) -> None:
         columns.extend(c for c in row if c not in columns)
     print(
         "\nSummary, SAT_T_2s (chunk latency median/p95 ms at @N threads, backends taking turns; "
-        "'alone': median ms of one backend by itself, as in a listener; 'reference' = before)"
+        "'alone': one backend by itself, warm/cold/idle as in alone(); 'reference' = before)"
     )
     print(f"{'backend':<10}" + "".join(f"{c:>{max(len(c), 11) + 2}}" for c in columns))
     for name, row in summary.items():
