@@ -140,25 +140,29 @@ def alone(engine: Engine, repeats: int) -> tuple[float, float, float]:
     turns: warm, right after another step, the weights still in the CPU's caches; cold, 64 MB
     written first evicts them, as other work between chunks can. Idle, a run of its own (its
     sleeps would slow the others): 20 ms asleep before each step, as a listener waits for its next
-    chunk, while the CPU may slow down or be lent out."""
+    chunk, while the CPU may slow down or be lent out. The first 5 of each are warm-up."""
     chunk = (0.1 * np.random.default_rng(0).standard_normal(engine.chunk_samples)).astype(
         np.float32
     )
     other = np.ones(16 << 20, np.float32)
-    times: dict[str, list[float]] = defaultdict(list)
-    for i in range(3 * repeats + 15):
-        kind = "idle" if i >= 2 * repeats + 10 else ("warm", "cold")[i % 2]
-        if kind == "cold":
-            other += 1.0
-        elif kind == "idle":
-            time.sleep(0.02)
+
+    def step_ms() -> float:
         engine.feed(engine.streams[0], chunk)
         start = time.perf_counter()
         engine.step()
-        if i >= 10 and not (kind == "idle" and i < 2 * repeats + 15):
-            times[kind].append((time.perf_counter() - start) * 1000)
-    warm, cold, idle = (statistics.median(times[kind]) for kind in ("warm", "cold", "idle"))
-    return warm, cold, idle
+        return (time.perf_counter() - start) * 1000
+
+    warm: list[float] = []
+    cold: list[float] = []
+    idle: list[float] = []
+    for i in range(2 * repeats + 10):
+        if i % 2:
+            other += 1.0
+        (cold if i % 2 else warm).append(step_ms())
+    for _ in range(repeats + 5):
+        time.sleep(0.02)
+        idle.append(step_ms())
+    return statistics.median(warm[5:]), statistics.median(cold[5:]), statistics.median(idle[5:])
 
 
 def _category(name: str, shapes: list) -> str:

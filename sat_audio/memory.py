@@ -60,13 +60,8 @@ def release_startup_code() -> int:
         return 0
     madvise = _madvise(libc)
     advised = 0
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split()
-            # address range, permissions, offset, device, inode, path: a file never written to
-            if len(fields) < 6 or not fields[5].startswith("/") or "w" in fields[1]:
-                continue
-            start, end = (int(address, 16) for address in fields[0].split("-"))
+    for start, end, permissions, path in _mappings():
+        if path.startswith("/") and "w" not in permissions:  # a file never written to
             advised += madvise(start, end - start, MADV_PAGEOUT) == 0
     return advised
 
@@ -90,7 +85,9 @@ def weights_on_huge_pages() -> int:
     moved = 0
     try:
         with open("/proc/self/pagemap", "rb") as pagemap:
-            for start, end in _anonymous_mappings():
+            for start, end, permissions, path in _mappings():
+                if permissions != "rw-p" or path not in ("", "[heap]"):
+                    continue  # private writable anonymous memory only, the heap among it
                 first = -(-start // HUGE_PAGE) * HUGE_PAGE  # 2 MB-aligned stretches inside
                 for stretch in range(first, end - HUGE_PAGE + 1, HUGE_PAGE):
                     if _resident(pagemap, stretch) >= MOSTLY and not madvise(
@@ -102,15 +99,14 @@ def weights_on_huge_pages() -> int:
     return moved
 
 
-def _anonymous_mappings() -> list[tuple[int, int]]:
-    """(start, end) of this process's private writable anonymous mappings, the heap among them."""
+def _mappings() -> list[tuple[int, int, str, str]]:
+    """(start, end, permissions, path or "") of this process's mappings, from /proc/self/maps."""
     found = []
     with open("/proc/self/maps") as maps:
         for line in maps:
             fields = line.split()  # range, permissions, offset, device, inode, [path]
-            if fields[1] == "rw-p" and (len(fields) == 5 or fields[5] == "[heap]"):
-                start, end = (int(address, 16) for address in fields[0].split("-"))
-                found.append((start, end))
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            found.append((start, end, fields[1], fields[5] if len(fields) > 5 else ""))
     return found
 
 
