@@ -9,6 +9,11 @@ block when the span it covers begins, a microphone when it ends; so the chunk's 
 the listener one block (0.1 s) before the chunk's end, and the figure a microphone would show is
 the raw one plus one block. Both are printed.
 
+RSS counts in full the library pages the listener shares with other processes (here the broker
+and this script, which map libc, libcrypto, libpython), and the kernel leaves those in place when
+the listener gives back its start-up pages; USS, the pages only the listener maps, and PSS, the
+shared ones divided among their users, are printed beside it.
+
 --source mic captures instead through a private PulseAudio server playing a sine, by ALSA's
 `default` device as an add-on does: the memory and CPU of a microphone listener (PortAudio and
 its ALSA plugins loaded); a steady tone gives no latency figure.
@@ -91,29 +96,10 @@ def print_latency(starts: list, chunk_s: float) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="streaming time measured")
-    parser.add_argument("--chunk", type=float, default=2.0, help="chunk length in seconds")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    parser.add_argument("--source", choices=["file", "mic"], default="file")
-    args = parser.parse_args()
-
-    folder = Path(tempfile.mkdtemp(prefix="bench_listener_"))
-    model = fire_label(random_model("SAT_T_2s", seed=0), find("Bark").index)
-    checkpoint = save_upstream(model, folder / upstream_name("SAT_T_2s"))
-    if args.backend == "onnx":
-        export_onnx(model, checkpoint.with_suffix(".onnx"))
-    wav = make_wav(folder / "pattern.wav", args.chunk)
+def listener_config(args: argparse.Namespace, checkpoint: Path, wav: Path, broker: Broker) -> dict:
+    """The listener's config.yaml: one source, one event on "Bark", the test broker."""
     file_source = {"kind": "file", "path": str(wav), "realtime": True, "loop": True}
-    broker = Broker(folder / "broker")
-    broker.start()
-    audio = contextlib.ExitStack()
-    env = None
-    if args.source == "mic":
-        env = audio.enter_context(PulseServer(folder / "pulse")).env
-    config = {
+    return {
         "listener": {"id": "bench", "name": "Benchmark"},
         "model": {
             "name": str(checkpoint),
@@ -136,31 +122,57 @@ def main() -> None:
         },
         "mqtt": {"host": broker.host, "port": broker.port},
     }
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    sub = Subscriber(broker, ("sat_audio/bench/#",)).start()
-    cmd = [sys.executable, "-m", "sat_audio", "run", "-c", str(folder / "config.yaml")]
-    # the kernel reclaims only pages no other process maps: this one must not hold torch's too
-    release_startup_code()
-    launched = time.monotonic()
-    with (folder / "stderr.txt").open("wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-    ps = psutil.Process(proc.pid)
-    try:
-        sub.wait_for(lambda: sub.on("sat_audio/bench/info"), 60, "the listener's info")
-        startup_s = time.monotonic() - launched
-        started_rss = status_mb(proc.pid, "VmRSS")
-        cpu0, wall0 = ps.cpu_times(), time.monotonic()
-        n0 = len(event_starts(sub))
-        time.sleep(args.seconds)
-        cpu1, wall1 = ps.cpu_times(), time.monotonic()
-        rss = status_mb(proc.pid, "VmRSS")
-        peak = status_mb(proc.pid, "VmHWM")
-    finally:
-        proc.terminate()
-        code = proc.wait(30)
-        sub.stop()
-        broker.stop()
-        audio.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="streaming time measured")
+    parser.add_argument("--chunk", type=float, default=2.0, help="chunk length in seconds")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    parser.add_argument("--source", choices=["file", "mic"], default="file")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_listener_"))
+    model = fire_label(random_model("SAT_T_2s", seed=0), find("Bark").index)
+    checkpoint = save_upstream(model, folder / upstream_name("SAT_T_2s"))
+    if args.backend == "onnx":
+        export_onnx(model, checkpoint.with_suffix(".onnx"))
+    wav = make_wav(folder / "pattern.wav", args.chunk)
+    with contextlib.ExitStack() as running:  # stops what started, however this ends
+        broker = Broker(folder / "broker")
+        running.callback(broker.stop)
+        broker.start()
+        env = None
+        if args.source == "mic":
+            env = running.enter_context(PulseServer(folder / "pulse")).env
+        (folder / "config.yaml").write_text(
+            yaml.safe_dump(listener_config(args, checkpoint, wav, broker))
+        )
+        sub = Subscriber(broker, ("sat_audio/bench/#",)).start()
+        running.callback(sub.stop)
+        cmd = [sys.executable, "-m", "sat_audio", "run", "-c", str(folder / "config.yaml")]
+        # the kernel reclaims only pages no other process maps: this one must not hold torch's too
+        release_startup_code()
+        launched = time.monotonic()
+        with (folder / "stderr.txt").open("wb") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        ps = psutil.Process(proc.pid)
+        try:
+            waiting = f"the listener's info (its stderr: {folder / 'stderr.txt'})"
+            sub.wait_for(lambda: sub.on("sat_audio/bench/info"), 60, waiting)
+            startup_s = time.monotonic() - launched
+            started_rss = status_mb(proc.pid, "VmRSS")
+            cpu0, wall0 = ps.cpu_times(), time.monotonic()
+            n0 = len(event_starts(sub))
+            time.sleep(args.seconds)
+            cpu1, wall1 = ps.cpu_times(), time.monotonic()
+            rss = status_mb(proc.pid, "VmRSS")
+            peak = status_mb(proc.pid, "VmHWM")
+            own = ps.memory_full_info()
+        finally:
+            proc.terminate()
+            code = proc.wait(30)
     cpu_pct = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (wall1 - wall0)
     starts = event_starts(sub)
     if not starts:  # the tone and the loud seconds both open the event: audio reached the model
@@ -176,7 +188,8 @@ def main() -> None:
     print(f"CPU over {wall1 - wall0:.0f} s of streaming: {cpu_pct:.1f} % of one core")
     print(
         f"RSS: {started_rss:.0f} MB at the first info, {rss:.0f} MB after "
-        f"{wall1 - wall0:.0f} s of streaming, peak {peak:.0f} MB"
+        f"{wall1 - wall0:.0f} s of streaming, peak {peak:.0f} MB; its own pages (USS) "
+        f"{own.uss / 2**20:.0f} MB, PSS {own.pss / 2**20:.0f} MB"
     )
     shutil.rmtree(folder)
 
