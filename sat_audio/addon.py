@@ -11,6 +11,8 @@ import logging
 import math
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sat_audio import __version__
-from sat_audio.config import Config, ConfigError, parse_config, to_dict
-from sat_audio.errors import SatAudioError
+from sat_audio.config import BACKENDS, Config, ConfigError, ModelConfig, parse_config, to_dict
+from sat_audio.errors import ERROR_PREFIX, SatAudioError
 from sat_audio.labels import all_labels, find
 from sat_audio.model.registry import registry
 
@@ -289,6 +291,7 @@ def options_dict(options: Mapping[str, Any], data_dir: Path = DATA_DIR) -> dict[
             "dir": str(data_dir / "models"),
             "chunk_seconds": _number(options.get("chunk_seconds"), "chunk_seconds", 0.16, 10),
             "threads": _whole(options.get("threads"), "threads", 1, 8),
+            "backend": _choice(options.get("backend"), "backend", BACKENDS),
         },
         "sources": [_source(options)],
         "detection": {
@@ -341,7 +344,8 @@ def describe(config: Config) -> str:
     user = f" as {mqtt.username}" if mqtt is not None and mqtt.username else ""
     events = ", ".join(e.key for e in config.detection.events)
     return (
-        f"listener {config.listener.id}: model {config.model.name} from {config.model.dir}, "
+        f"listener {config.listener.id}: model {config.model.name} on {config.model.backend} "
+        f"from {config.model.dir}, "
         f"{heard}, events {events}; MQTT {broker}{user}"
     )
 
@@ -408,6 +412,42 @@ def check_health(path: Path = HEALTH_FILE, stall_s: float = STALL_S) -> str | No
     return None
 
 
+def prepare_onnx(model: ModelConfig) -> Path:
+    """The onnx backend's model file, exported in a child process once per add-on version.
+
+    An add-on's user runs no commands, so the add-on runs `sat-audio models export-onnx` itself
+    (which downloads the checkpoint first if it must). The child imports torch, and torch's
+    memory leaves with it; the listener then runs on onnxruntime alone. A new add-on version
+    exports again, since the graph's format may have changed with it.
+    """
+    from sat_audio.model.onnx_runtime import onnx_path
+
+    path = onnx_path(model.name, model.dir)
+    stamp = path.with_name(f"{path.name}.version")
+    if path.is_file() and stamp.is_file() and stamp.read_text().strip() == __version__:
+        return path
+    log.info("exporting %s for the onnx backend (once per add-on version)", model.name)
+    export = [sys.executable, "-m", "sat_audio", "models", "export-onnx", model.name]
+    if model.dir:
+        export += ["--model-dir", model.dir]
+    why = ""
+    with subprocess.Popen(
+        export, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as child:
+        for line in child.stderr or ():  # a download's progress goes on to the add-on's log
+            if line.startswith(ERROR_PREFIX):
+                why = line[len(ERROR_PREFIX) :].strip()  # said once, below, as this add-on's
+            else:
+                sys.stderr.write(line)
+    if child.returncode:
+        raise SatAudioError(
+            f"exporting {model.name} for the onnx backend failed: "
+            + (why or f"exit code {child.returncode}")
+        )
+    stamp.write_text(f"{__version__}\n")
+    return path
+
+
 def _log_inputs() -> None:
     """At debug level, the input devices the device option can name."""
     from sat_audio.sources.mic import input_devices
@@ -430,6 +470,8 @@ def run(
     log.info("SAT Audio %s add-on: %s", __version__, describe(config))
     if config.sources[0].kind == "mic" and log.isEnabledFor(logging.DEBUG):
         _log_inputs()
+    if config.model.backend == "onnx":
+        prepare_onnx(config.model)
     from sat_audio.listener import serve
 
     health_file.parent.mkdir(parents=True, exist_ok=True)

@@ -379,7 +379,7 @@ def test_dockerfile_steps(build):
     assert 'https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"' in runs
     assert args["BUILD_VERSION"] == sat_audio.__version__  # the Supervisor passes the same
     assert "${BUILD_VERSION}.tar.gz" in args["SAT_AUDIO_PACKAGE"]
-    assert args["SAT_AUDIO_PACKAGE"].startswith("sat-audio @ " + yaml.safe_load(
+    assert args["SAT_AUDIO_PACKAGE"].startswith("sat-audio[onnx] @ " + yaml.safe_load(
         (ADDON / "config.yaml").read_text("utf-8"))["url"])  # fmt: skip
     (health,) = [a for i, a in steps if i == "HEALTHCHECK"]
     assert health.endswith('CMD ["sat-audio", "health"]')

@@ -7,6 +7,7 @@ option to stop the add-on with one line naming it, and every answer the Supervis
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -222,6 +223,7 @@ def test_defaults_are_the_listeners_own(tmp_path, supervisor):
     assert config.model.name == listener.model.name
     assert config.model.chunk_seconds == listener.model.chunk_seconds
     assert config.model.threads == listener.model.threads
+    assert config.model.backend == listener.model.backend
     assert config.listener.id == listener.listener.id
     assert config.logging == listener.logging
     assert config.mqtt.topic_prefix == "sat_audio"
@@ -250,6 +252,7 @@ def test_defaults_are_the_listeners_own(tmp_path, supervisor):
         ({"topic_prefix": "home/sound"}, lambda c: c.mqtt.topic_prefix, "home/sound"),
         ({"listener_id": "kitchen_2"}, lambda c: c.listener.id, "kitchen_2"),
         ({"threads": 4}, lambda c: c.model.threads, 4),
+        ({"backend": "onnx"}, lambda c: c.model.backend, "onnx"),
         ({"log_level": "debug"}, lambda c: c.logging.level, "debug"),
     ],
 )
@@ -427,6 +430,10 @@ E0 = "option 'events[0] (glass_breaking)"
         ({"threads": 0}, "option 'threads': must be a whole number from 1 to 8, got 0"),
         ({"threads": 2.5}, "option 'threads': must be a whole number from 1 to 8, got 2.5"),
         (
+            {"backend": "tflite"},
+            "option 'backend': must be one of torch, onnx, got 'tflite'",
+        ),
+        (
             {"log_level": "loud"},
             "option 'log_level': must be one of debug, info, warning, error, got 'loud'",
         ),
@@ -477,6 +484,49 @@ def test_every_schema_option_is_tested():
         assert text.count(f'"{key}"') >= 2 or text.count(f"{key}=") >= 2, key
     for field in MANIFEST["schema"]["events"][0]:
         assert f"{field}=" in text, field
+
+
+# --- the onnx backend: exported by the add-on itself -----------------------------------------
+
+
+def test_onnx_export_once_per_version(tmp_path, supervisor, sat_t_checkpoint):
+    """A real export in a child process; later starts of the same version reuse the file."""
+    from sat_audio.model.onnx_runtime import OnnxScorer
+
+    config = load(tmp_path, supervisor, backend="onnx")
+    models = Path(config.model.dir)
+    models.mkdir()
+    shutil.copy(sat_t_checkpoint, models / sat_t_checkpoint.name)  # no download here
+    path = addon.prepare_onnx(config.model)
+    assert path == models / sat_t_checkpoint.with_suffix(".onnx").name
+    assert OnnxScorer(path).spec.name == "SAT_T_2s"
+    stamp = path.with_name(path.name + ".version")
+    assert stamp.read_text() == f"{addon.__version__}\n"
+    written = path.stat().st_mtime_ns
+    assert addon.prepare_onnx(config.model) == path
+    assert path.stat().st_mtime_ns == written  # the same version: not exported again
+    stamp.write_text("0.0.9\n")  # written by an earlier add-on version
+    addon.prepare_onnx(config.model)
+    assert path.stat().st_mtime_ns != written
+    assert stamp.read_text() == f"{addon.__version__}\n"
+
+
+def test_onnx_export_failure_is_one_line(tmp_path, supervisor, capfd):
+    config = load(tmp_path, supervisor, backend="onnx")
+    models = Path(config.model.dir)
+    models.mkdir()
+    checkpoint = models / addon.registry()["SAT_T_2s"].file
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(SatAudioError) as err:
+        addon.prepare_onnx(config.model)
+    message = str(err.value)
+    assert message.startswith(
+        f"exporting SAT_T_2s for the onnx backend failed: checkpoint {checkpoint} "
+    )
+    assert "\n" not in message and "Traceback" not in message
+    assert "error" not in capfd.readouterr().err  # the child's own error line is not repeated
+    assert checkpoint.read_bytes() == b"not a checkpoint"  # left for the user to look at
+    assert not list(models.glob("*.onnx*"))
 
 
 # --- the command line ------------------------------------------------------------------------

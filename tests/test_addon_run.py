@@ -19,7 +19,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -99,27 +101,42 @@ def shatter_checkpoint(tmp_path: Path, sat_t_checkpoint: Path) -> Path:
     return save_upstream(fire_label(model, find("Shatter").index), tmp_path / "shatter.pt")
 
 
-def test_addon_listens_publishes_reports_health_and_stops(
-    tmp_path: Path, installed: Path, pulse: PulseServer, shatter_checkpoint: Path
-) -> None:
-    data = tmp_path / "data"
-    models = data / "models"
-    models.mkdir(parents=True)
-    # Kept in /data/models from an earlier start: no download (this machine could not).
-    shutil.copy(shatter_checkpoint, models / get_spec("SAT_T_2s").file)
-    write_options(data, {**DEFAULTS, "log_level": "debug"})
-    health = tmp_path / "health" / "health.json"
+@dataclass
+class RunningAddon:
+    """`sat-audio addon` as the Supervisor runs it, with its broker, subscriber and stand-in."""
+
+    proc: subprocess.Popen
+    sub: Subscriber
+    supervisor: FakeSupervisor
+    broker: Broker
+    env: dict[str, str]
+    err_log: IO[str]
+    code: int | None = None
+    stderr: str = ""
+
+    def stop(self) -> int:
+        """SIGTERM, as the Supervisor stops an add-on; returns the exit code, keeps stderr."""
+        if self.code is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.code = self.proc.wait(timeout=30)
+            self.err_log.seek(0)
+            self.stderr = self.err_log.read()
+            print(self.stderr)  # pytest shows it when the test fails
+        return self.code
+
+
+@contextlib.contextmanager
+def running_addon(
+    folder: Path, data: Path, installed: Path, pulse: PulseServer, options: dict, health: Path
+) -> Iterator[RunningAddon]:
+    """The installed add-on on its data folder, a password-protected broker (in folder) that the
+    Supervisor stand-in names, and the add-on's audio; stopped on the way out."""
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(installed), "SUPERVISOR_TOKEN": TOKEN}
     env.update(addon_audio_env(pulse))
-
-    def health_check(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "sat_audio", "health", "--file", str(health), *args],
-            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=30,
-        )  # fmt: skip
-
+    write_options(data, options)
+    folder.mkdir(exist_ok=True)
     with contextlib.ExitStack() as cleanup:
-        broker = Broker(tmp_path / "broker", users={"addons": PASSWORD})
+        broker = Broker(folder / "broker", users={"addons": PASSWORD})
         broker.start()
         cleanup.callback(broker.stop)
         supervisor = FakeSupervisor()
@@ -131,52 +148,102 @@ def test_addon_listens_publishes_reports_health_and_stops(
             "username": "addons", "password": PASSWORD, "addon": "core_mosquitto"}})  # fmt: skip
         sub = Subscriber(broker, ("sat_audio/#",), username="addons", password=PASSWORD).start()
         cleanup.callback(sub.stop)
-        err_log = cleanup.enter_context((tmp_path / "addon.err").open("w+"))
+        err_log = cleanup.enter_context((folder / "addon.err").open("w+"))
         proc = subprocess.Popen(
             [sys.executable, "-m", "sat_audio", "addon", "--supervisor", supervisor.url,
              "--data", str(data), "--health-file", str(health)],
-            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err_log, text=True,
+            env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=err_log, text=True,
         )  # fmt: skip
-        try:
-            sub.wait_text("sat_audio/home/status", "online", timeout=60)
-            info = sub.wait_for(lambda: sub.last("sat_audio/home/info"), 10, "info").json()
-            assert info["model"] == "SAT_T_2s"
-            assert [e["key"] for e in info["events"]][:2] == ["glass_breaking", "running_water"]
-            sub.wait_text("sat_audio/home/event/glass_breaking/state", "ON", timeout=60)
-            start = sub.last("sat_audio/home/event/glass_breaking").json()
-            assert (start["type"], start["label"], start["source"]) == ("start", "Shatter", "mic")
-            assert sub.last("sat_audio/home/event/running_water/state").text == "OFF"
-            assert supervisor.requests == [("/services/mqtt", f"Bearer {TOKEN}")]
+        running = RunningAddon(proc, sub, supervisor, broker, env, err_log)
+        cleanup.callback(running.stop)
+        yield running
 
-            deadline = time.monotonic() + 20  # the heartbeat is rewritten every 5 s
-            while not health.exists() or json.loads(health.read_text())["chunks"] < 1:
-                assert time.monotonic() < deadline, "no heartbeat counting chunks"
-                time.sleep(0.2)
-            assert json.loads(health.read_text())["listening"] is True
-            check = health_check()
-            assert (check.returncode, check.stdout) == (0, "healthy\n")
-            # A stall limit of 8 s (above the 5 s heartbeat) passes while audio flows ...
-            assert health_check("--stall", "8").returncode == 0
-            pulse.kill()  # ... and fails once the sound server is gone and no chunk comes
-            deadline = time.monotonic() + 30
-            while (check := health_check("--stall", "8")).returncode == 0:
-                assert time.monotonic() < deadline, "still healthy 30 s after the audio stopped"
-                time.sleep(1)
-            assert check.returncode == 1
-            assert check.stderr.startswith("no audio analysed for "), check.stderr
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=30)
-            err_log.seek(0)
-            stderr = err_log.read()
-            print(stderr)  # pytest shows it when the test fails
-        assert code == 0, stderr
+
+def keep_checkpoint(data: Path, checkpoint: Path) -> Path:
+    """The checkpoint in the data folder's models/, from an earlier start: no download (this
+    machine could not)."""
+    models = data / "models"
+    models.mkdir(parents=True)
+    shutil.copy(checkpoint, models / get_spec("SAT_T_2s").file)
+    return models
+
+
+def test_addon_listens_publishes_reports_health_and_stops(
+    tmp_path: Path, installed: Path, pulse: PulseServer, shatter_checkpoint: Path
+) -> None:
+    data = tmp_path / "data"
+    models = keep_checkpoint(data, shatter_checkpoint)
+    health = tmp_path / "health" / "health.json"
+    options = {**DEFAULTS, "log_level": "debug"}
+    with running_addon(tmp_path, data, installed, pulse, options, health) as addon:
+        sub, broker = addon.sub, addon.broker
+
+        def health_check(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-m", "sat_audio", "health", "--file", str(health), *args],
+                capture_output=True, text=True, cwd=tmp_path, env=addon.env, timeout=30,
+            )  # fmt: skip
+
+        sub.wait_text("sat_audio/home/status", "online", timeout=60)
+        info = sub.wait_for(lambda: sub.last("sat_audio/home/info"), 10, "info").json()
+        assert info["model"] == "SAT_T_2s"
+        assert [e["key"] for e in info["events"]][:2] == ["glass_breaking", "running_water"]
+        sub.wait_text("sat_audio/home/event/glass_breaking/state", "ON", timeout=60)
+        start = sub.last("sat_audio/home/event/glass_breaking").json()
+        assert (start["type"], start["label"], start["source"]) == ("start", "Shatter", "mic")
+        assert sub.last("sat_audio/home/event/running_water/state").text == "OFF"
+        assert addon.supervisor.requests == [("/services/mqtt", f"Bearer {TOKEN}")]
+
+        deadline = time.monotonic() + 20  # the heartbeat is rewritten every 5 s
+        while not health.exists() or json.loads(health.read_text())["chunks"] < 1:
+            assert time.monotonic() < deadline, "no heartbeat counting chunks"
+            time.sleep(0.2)
+        assert json.loads(health.read_text())["listening"] is True
+        check = health_check()
+        assert (check.returncode, check.stdout) == (0, "healthy\n")
+        # A stall limit of 8 s (above the 5 s heartbeat) passes while audio flows ...
+        assert health_check("--stall", "8").returncode == 0
+        pulse.kill()  # ... and fails once the sound server is gone and no chunk comes
+        deadline = time.monotonic() + 30
+        while (check := health_check("--stall", "8")).returncode == 0:
+            assert time.monotonic() < deadline, "still healthy 30 s after the audio stopped"
+            time.sleep(1)
+        assert check.returncode == 1
+        assert check.stderr.startswith("no audio analysed for "), check.stderr
+        assert addon.stop() == 0, addon.stderr
         sub.wait_text("sat_audio/home/status", "offline", timeout=10)
         sub.wait_text("sat_audio/home/event/glass_breaking/state", "OFF", timeout=10)
+    stderr = addon.stderr
     assert (
-        f"SAT Audio 0.1.0 add-on: listener home: model SAT_T_2s from {models}, audio input "
-        "default, events glass_breaking, running_water, smoke_alarm, baby_crying, dog_barking, "
-        f"doorbell, knocking, screaming; MQTT {broker.host}:{broker.port} as addons"
+        f"SAT Audio 0.1.0 add-on: listener home: model SAT_T_2s on torch from {models}, audio "
+        "input default, events glass_breaking, running_water, smoke_alarm, baby_crying, "
+        f"dog_barking, doorbell, knocking, screaming; MQTT {broker.host}:{broker.port} as addons"
     ) in stderr
     assert "input device" in stderr  # the debug list of devices the device option can name
     assert "pw${HOME}x" not in stderr and TOKEN not in stderr
+
+
+def test_addon_on_onnx_exports_once_and_listens_without_torch(
+    tmp_path: Path, installed: Path, pulse: PulseServer, shatter_checkpoint: Path
+) -> None:
+    """backend: onnx. The first start exports the model in a child process; the listener never
+    maps torch's library, hears the shatter as on torch, and a restart reuses the export."""
+    data = tmp_path / "data"
+    models = keep_checkpoint(data, shatter_checkpoint)
+    onnx_file = models / Path(get_spec("SAT_T_2s").file).with_suffix(".onnx").name
+    options = {**DEFAULTS, "backend": "onnx"}
+    exported: list[int] = []
+    for start in ("first", "second"):
+        folder, health = tmp_path / start, tmp_path / start / "health.json"
+        with running_addon(folder, data, installed, pulse, options, health) as addon:
+            sub = addon.sub
+            sub.wait_text("sat_audio/home/event/glass_breaking/state", "ON", timeout=120)
+            start_message = sub.last("sat_audio/home/event/glass_breaking").json()
+            assert (start_message["type"], start_message["label"]) == ("start", "Shatter")
+            maps = Path(f"/proc/{addon.proc.pid}/maps").read_text()
+            assert "onnxruntime" in maps and "libtorch" not in maps
+            exported.append(onnx_file.stat().st_mtime_ns)
+            assert addon.stop() == 0, addon.stderr
+        assert f"model SAT_T_2s on onnx from {models}" in addon.stderr
+        assert ("exporting SAT_T_2s for the onnx backend" in addon.stderr) == (start == "first")
+    assert exported[0] == exported[1]  # the second start used the first one's export
