@@ -135,8 +135,9 @@ class Listener:
             else "stdout (no broker configured)"
         )
         log.info(
-            "model %s, %.2f s chunks; sources %s; events %s; publishing to %s",
+            "model %s on %s, %.2f s chunks; sources %s; events %s; publishing to %s",
             self.model_name,
+            cfg.model.backend,
             chunk_s,
             ", ".join(f"{s.name} ({s.kind})" for s in sources),
             ", ".join(e.key for e in self.events) or "none",

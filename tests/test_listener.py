@@ -204,6 +204,7 @@ def test_no_broker_prints_json_lines_with_source_prefixed_keys(
         ("b_dog", "b", "end", 1.0),
         ("b_dog", "b", "start", 0.0),
     ]
+    assert "listener: model SAT_T_2s on torch, 1.00 s chunks; sources a (file)" in run.stderr()
     assert "publishing to stdout (no broker configured)" in run.stderr()
 
 

@@ -235,3 +235,4 @@ def test_listener_on_onnx_detects_events_without_importing_torch(
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     got = sorted((p["type"], p["duration_s"]) for p in lines)
     assert got == [("end", 1.0), ("end", 2.0), ("start", 0.0), ("start", 0.0)]
+    assert "sat_audio.listener: model SAT_T_2s on onnx, " in run.stderr
