@@ -9,10 +9,9 @@ own configuration, with one-line errors that name the option or say what the bro
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sat_audio import __version__
 from sat_audio.config import BACKENDS, Config, ConfigError, ModelConfig, parse_config, to_dict
-from sat_audio.errors import ERROR_PREFIX, SatAudioError
+from sat_audio.errors import SatAudioError
 from sat_audio.labels import all_labels, find
 from sat_audio.model.registry import registry
 
@@ -415,8 +414,8 @@ def check_health(path: Path = HEALTH_FILE, stall_s: float = STALL_S) -> str | No
 def prepare_onnx(model: ModelConfig) -> Path:
     """The onnx backend's model file, exported in a child process once per add-on version.
 
-    An add-on's user runs no commands, so the add-on runs `sat-audio models export-onnx` itself
-    (which downloads the checkpoint first if it must). The child imports torch, and torch's
+    An add-on's user runs no commands, so the add-on does what `sat-audio models export-onnx`
+    does (downloading the checkpoint first if it must). The child imports torch, and torch's
     memory leaves with it; the listener then runs on onnxruntime alone. A new add-on version
     exports again, since the graph's format may have changed with it.
     """
@@ -427,25 +426,24 @@ def prepare_onnx(model: ModelConfig) -> Path:
     if path.is_file() and stamp.is_file() and stamp.read_text().strip() == __version__:
         return path
     log.info("exporting %s for the onnx backend (once per add-on version)", model.name)
-    export = [sys.executable, "-m", "sat_audio", "models", "export-onnx", model.name]
-    if model.dir:
-        export += ["--model-dir", model.dir]
-    why = ""
-    with subprocess.Popen(
-        export, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    ) as child:
-        for line in child.stderr or ():  # a download's progress goes on to the add-on's log
-            if line.startswith(ERROR_PREFIX):
-                why = line[len(ERROR_PREFIX) :].strip()  # said once, below, as this add-on's
-            else:
-                sys.stderr.write(line)
-    if child.returncode:
-        raise SatAudioError(
-            f"exporting {model.name} for the onnx backend failed: "
-            + (why or f"exit code {child.returncode}")
-        )
+    # spawn, not fork: a fresh interpreter, which shares nothing with the listener to come
+    with multiprocessing.get_context("spawn").Pool(1) as child:
+        try:
+            child.apply(_export_onnx, (model.name, model.dir, path))
+        except SatAudioError as err:
+            raise SatAudioError(
+                f"exporting {model.name} for the onnx backend failed: {err}"
+            ) from None
     stamp.write_text(f"{__version__}\n")
     return path
+
+
+def _export_onnx(name: str, directory: str | None, path: Path) -> None:
+    """In the child: load the checkpoint with torch and write its streaming graph to path."""
+    from sat_audio.model.checkpoint import load_model
+    from sat_audio.model.onnx_export import export_onnx
+
+    export_onnx(load_model(name, directory=directory), path)
 
 
 def _log_inputs() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from sat_audio import __version__
-from sat_audio.errors import ERROR_PREFIX, SatAudioError
+from sat_audio.errors import SatAudioError
 
 DEFAULT_MODEL = "SAT_T_2s"
 
@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
     """Reports a usage mistake as one line and exit code 2, like every other error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{ERROR_PREFIX}{message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"sat-audio: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _set_threads(threads: int | None) -> None:
@@ -399,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except SatAudioError as err:
-        print(f"{ERROR_PREFIX}{err}", file=sys.stderr)
+        print(f"sat-audio: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
