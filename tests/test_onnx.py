@@ -2,6 +2,7 @@
 and a listener on model.backend onnx that never imports torch."""
 
 import json
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -213,10 +214,16 @@ def test_config_accepts_onnx_and_names_a_bad_backend() -> None:
         parse_config({"model": {"backend": "tflite"}})
 
 
-def test_listener_on_onnx_detects_events_without_importing_torch(
+def test_listener_on_onnx_detects_events_without_importing_torch_or_reporting_usage(
     tmp_path: Path, exported: tuple[Path, Path]
 ) -> None:
+    """onnxruntime's own usage reports (a device id and an event queue in the cache) stay off."""
     checkpoint, _ = exported
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")
+    }
     wav = make_wav(tmp_path / "a.wav", "__XX__X_")
     config = write_config(tmp_path, checkpoint, [file_source(wav, realtime=False, name="a")])
     data = yaml.safe_load(config.read_text())
@@ -227,8 +234,10 @@ def test_listener_on_onnx_detects_events_without_importing_torch(
         capture_output=True,
         text=True,
         timeout=120,
+        env={**env, "HOME": str(home)},
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    assert not list(home.rglob("*"))
     imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if "|" in line}
     assert "onnxruntime" in imported
     assert not {name for name in imported if name.split(".")[0] == "torch"}

@@ -4,6 +4,12 @@ OnnxScorer has the interface the engine runs (engine.Scorer). numpy computes the
 spectrogram (its FFT agrees with torch.stft to float32 rounding); the graph does the rest: mel,
 dB, the model. `sat-audio models export-onnx` writes the graph (model/onnx_export.py), in a torch
 process.
+
+onnxruntime's PyPI wheels (1.32 here) report usage to Microsoft on Linux as well: at
+import they write a device id and an event queue under ~/.cache/Microsoft and start an uploader
+thread, whose first event names this program, the CPU and the OS. A listener that promises
+privacy turns that off here, before anything in the package imports onnxruntime; onnxruntime
+reads the switch once, at import.
 """
 
 import contextlib
@@ -18,6 +24,8 @@ from sat_audio.errors import SatAudioError
 from sat_audio.memory import release_free_heap, weights_on_huge_pages
 from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
 from sat_audio.model.shapes import HOP, N_FFT, PATCH, State
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 FORMAT = "5"
 """The graph's inputs and metadata as model/onnx_export.py writes them; bumped when they change."""
