@@ -12,7 +12,8 @@ the raw one plus one block. Both are printed.
 RSS counts in full the library pages the listener shares with other processes (here the broker
 and this script, which map libc, libcrypto, libpython), and the kernel leaves those in place when
 the listener gives back its start-up pages; USS, the pages only the listener maps, and PSS, the
-shared ones divided among their users, are printed beside it.
+shared ones divided among their users, are printed beside it, and so is where the pages are:
+malloc's heap, other anonymous memory, mapped files.
 
 --source mic captures instead through a private PulseAudio server playing a sine, by ALSA's
 `default` device as an add-on does: the memory and CPU of a microphone listener (PortAudio and
@@ -70,6 +71,26 @@ def status_mb(pid: int, key: str) -> float:
         if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no {key}")
+
+
+def rss_by_kind(ps: psutil.Process) -> str:
+    """Where the resident pages are: malloc's heap, other anonymous memory, mapped files."""
+    heap = anon = 0
+    files: dict[str, int] = {}
+    for region in ps.memory_maps(grouped=True):
+        if region.path == "[heap]":
+            heap += region.rss
+        elif region.path.startswith("/"):
+            name = Path(region.path).name
+            files[name] = files.get(name, 0) + region.rss
+        else:
+            anon += region.rss
+    largest = sorted(files.items(), key=lambda item: -item[1])[:3]
+    return (
+        f"heap (malloc: the weights among it) {heap / 2**20:.1f} MB, other anonymous (Python's "
+        f"object arenas, stacks) {anon / 2**20:.1f} MB, files {sum(files.values()) / 2**20:.1f} MB"
+        f" (largest: {', '.join(f'{name} {rss / 2**20:.1f}' for name, rss in largest)})"
+    )
 
 
 def event_starts(sub: Subscriber) -> list:
@@ -170,6 +191,7 @@ def main() -> None:
             rss = status_mb(proc.pid, "VmRSS")
             peak = status_mb(proc.pid, "VmHWM")
             own = ps.memory_full_info()
+            kinds = rss_by_kind(ps)
         finally:
             proc.terminate()
             code = proc.wait(30)
@@ -191,6 +213,7 @@ def main() -> None:
         f"{wall1 - wall0:.0f} s of streaming, peak {peak:.0f} MB; its own pages (USS) "
         f"{own.uss / 2**20:.0f} MB, PSS {own.pss / 2**20:.0f} MB"
     )
+    print(f"RSS by kind after streaming: {kinds}")
     shutil.rmtree(folder)
 
 

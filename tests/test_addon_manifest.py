@@ -376,6 +376,8 @@ def test_dockerfile_steps(build):
     runs = " ".join(a for i, a in steps if i == "RUN")
     for package in ("python3", "python3-venv", "libportaudio2", "libasound2-plugins", "ffmpeg"):
         assert re.search(rf"\s{re.escape(package)}\s", runs), package
+    # of the ALSA devices libasound2-plugins configures (PortAudio opens them all), pulse only
+    assert "find /etc/alsa/conf.d -name '*.conf' ! -name 50-pulseaudio.conf -delete" in runs
     assert 'https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"' in runs
     assert args["BUILD_VERSION"] == sat_audio.__version__  # the Supervisor passes the same
     assert "${BUILD_VERSION}.tar.gz" in args["SAT_AUDIO_PACKAGE"]
