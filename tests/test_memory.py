@@ -22,22 +22,52 @@ advised = release_startup_code()
 after = rss_mb()
 again = int(np.frombuffer(pages, np.uint8).sum(dtype=np.uint64))  # faults back in, same bytes
 release_free_heap()
-print(advised, before, after, total == again)
+smaps = open("/proc/self/smaps").read()
+flags = re.search(re.escape(sys.argv[1]) + r"\\n(?:.*\\n)*?VmFlags:(.*)", smaps).group(1).split()
+print(advised, before, after, total == again, "rr" in flags)  # rr: random reads, no read-around
 """
 
 
 def test_read_only_file_pages_are_released_and_read_back_intact(tmp_path: Path) -> None:
     """A 48 MB file only this child maps (pytest's own libraries are shared, so the kernel would
-    keep them): its pages leave the RSS, and reading it again gives the same bytes."""
+    keep them): its pages leave the RSS, reading it again gives the same bytes, and the mapping
+    is marked for random reads, so what faults back in brings no read-around with it."""
     data = tmp_path / "library.bin"
     data.write_bytes(np.random.default_rng(0).integers(0, 256, 48 << 20, dtype=np.uint8).tobytes())
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(data)], capture_output=True, text=True, check=True
     )
-    advised, before, after, same = out.stdout.split()
+    advised, before, after, same, random_reads = out.stdout.split()
     assert int(advised) > 0
     assert float(before) - float(after) > 40  # MB
     assert same == "True"
+    assert random_reads == "True"
+
+
+HEAP_CHILD = """
+import re
+from sat_audio.memory import release_free_heap
+
+def rss_mb():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+blocks = [bytearray(100_000) for _ in range(400)]  # 40 MB of heap, under malloc's mmap threshold
+last = blocks.pop()  # stays: the freed blocks are not at the heap's top, which glibc trims itself
+del blocks
+before = rss_mb()
+release_free_heap()
+print(before - rss_mb(), len(last))
+"""
+
+
+def test_free_heap_goes_back_to_the_system() -> None:
+    """40 MB freed in the middle of the heap stay resident until release_free_heap."""
+    out = subprocess.run(
+        [sys.executable, "-c", HEAP_CHILD], capture_output=True, text=True, check=True
+    )
+    released_mb, kept = out.stdout.split()
+    assert float(released_mb) > 30
+    assert kept == "100000"
 
 
 HUGE_CHILD = """
