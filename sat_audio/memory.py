@@ -10,6 +10,7 @@ tens of MB of a small home server's memory. The weights, which every chunk reads
 import array
 import ctypes
 import ctypes.util
+import functools
 import mmap
 import sys
 from collections.abc import Callable
@@ -26,7 +27,9 @@ MOSTLY = 3 / 4
 """The share of a 2 MB stretch resident for weights_on_huge_pages to move it."""
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once: find_library runs ldconfig, a process of its own."""
     if not sys.platform.startswith("linux"):
         return None
     try:
