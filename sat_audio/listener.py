@@ -45,7 +45,7 @@ SHUTDOWN_FLUSH_S = 5.0
 """How long shutdown waits for the broker to acknowledge what is queued."""
 HEAP_RELEASE_EVERY_S = 1.0
 """After scoring, the free heap goes back to the system at most this often: the next chunk's
-tensors fault in anew (3-4 ms per 2 s chunk), and in between, nearly all the time, the 5-7 MB they
+tensors fault in anew (2-4 ms per 2 s chunk), and in between, nearly all the time, the 5-7 MB they
 take are the system's. With chunks shorter than this, it happens every few chunks only."""
 
 
