@@ -21,15 +21,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from sat_audio import SAMPLE_RATE
 from sat_audio.engine import Engine
 from sat_audio.memory import release_startup_code
 from sat_audio.model.onnx_export import export_onnx
 from sat_audio.model.onnx_runtime import OnnxScorer, power_spectrum
-from sat_audio.model.registry import get_spec
+from sat_audio.model.registry import ModelSpec, get_spec
 from sat_audio.model.sat import AudioTransformer, build_model
+from sat_audio.model.shapes import FREQ_ROWS, HOP, PATCH
 
 CASES = [("SAT_T_2s", 2.0), ("SAT_T_2s", 0.16), ("SAT_T_1s", 1.0)]
 BACKENDS = ("reference", "fast", "onnx")
@@ -84,6 +87,30 @@ def matmul_gflops(threads: int) -> float:
             a @ b
         best = max(best, 20 * 2 * 512**3 / (time.perf_counter() - start) / 1e9)
     return best
+
+
+def shape_gflops(tokens: int, dim: int) -> float:
+    """Float32 matmul rate at one chunk's own shapes, 1 thread: `tokens` rows through an MLP's two
+    matmuls (dim -> 4 dim -> dim), 12 times, their weights in cache. Matmuls this small run below
+    the 512^3 rate, in torch's kernels and onnxruntime's alike, so a chunk's FLOPs over this rate
+    is about what its matmuls alone take on this CPU."""
+    torch.set_num_threads(1)
+    x = torch.randn(tokens, dim)
+    up, down = torch.randn(4 * dim, dim), torch.randn(dim, 4 * dim)
+    best = 0.0
+    with torch.inference_mode():
+        for _ in range(30):
+            start = time.perf_counter()
+            for _ in range(12):
+                F.linear(F.linear(x, up), down)
+            best = max(best, 12 * 4 * tokens * dim * 4 * dim / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def chunk_tokens(spec: ModelSpec, chunk_s: float) -> int:
+    """Patch tokens of one chunk: the rows of every matmul in it."""
+    frames = min(1 + round(chunk_s * SAMPLE_RATE) // HOP, spec.target_frames)
+    return frames // PATCH * FREQ_ROWS
 
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
@@ -436,10 +463,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     rates = {threads: matmul_gflops(threads) for threads in (1, 2)}
+    shapes = {(v, c): (chunk_tokens(get_spec(v), c), get_spec(v).embed_dim) for v, c in CASES}
+    shape_rates = {shape: shape_gflops(*shape) for shape in sorted(set(shapes.values()))[::-1]}
     print(
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
         f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; float32 matmul "
-        f"{rates[1]:.0f} GFLOP/s at 1 thread, {rates[2]:.0f} at 2"
+        f"{rates[1]:.0f} GFLOP/s at 1 thread, {rates[2]:.0f} at 2; at a chunk's own shapes, "
+        "1 thread: " + ", ".join(f"{n} tokens {rate:.0f}" for (n, _), rate in shape_rates.items())
     )
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
@@ -489,6 +519,14 @@ def main() -> None:
                         p95 = np.percentile(times[name], 95)
                         summary[name][key] = f"{median:.2f}/{p95:.2f}"
                         summary[name][f"x floor {chunk_s:g} s @{threads}"] = f"{median / floor:.1f}"
+                if threads == 1:
+                    n = shapes[variant, chunk_s][0]
+                    rate = shape_rates[shapes[variant, chunk_s]]
+                    print(
+                        f"{variant:<10}{chunk_s:>5}s: matmuls of {n} tokens run at {rate:.0f} "
+                        f"GFLOP/s here (weights in cache): the fast path's {gflops['fast']:.3f} "
+                        f"GFLOPs take about {gflops['fast'] / rate * 1000:.2f} ms at that rate"
+                    )
             for threads in (1, 2) if variant == "SAT_T_2s" else ():
                 torch.set_num_threads(threads)
                 engines = {
