@@ -32,7 +32,7 @@ from sat_audio.model.onnx_export import export_onnx
 from sat_audio.model.onnx_runtime import OnnxScorer, power_spectrum
 from sat_audio.model.registry import ModelSpec, get_spec
 from sat_audio.model.sat import AudioTransformer, build_model
-from sat_audio.model.shapes import FREQ_ROWS, HOP, PATCH
+from sat_audio.model.shapes import FREQ_ROWS, PATCH, frames_for
 
 CASES = [("SAT_T_2s", 2.0), ("SAT_T_2s", 0.16), ("SAT_T_1s", 1.0)]
 BACKENDS = ("reference", "fast", "onnx")
@@ -74,19 +74,27 @@ start-up touched, as `sat-audio run` does once started (sat_audio/memory.py). RS
 after the first chunk, at the end, the peak (VmHWM) and the anonymous (private) part at the end."""
 
 
+def best_gflops(step: Callable[[], object], flops: float, rounds: int) -> float:
+    """The best rate of `rounds` timed calls of step, which does `flops` float operations."""
+    step()  # warm-up
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        step()
+        best = max(best, flops / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def matmul_gflops(threads: int) -> float:
     """Measured float32 matmul rate (512^3 sgemm), the ceiling the floor is computed from."""
     torch.set_num_threads(threads)
     a, b = torch.randn(512, 512), torch.randn(512, 512)
-    for _ in range(10):
-        a @ b
-    best = 0.0
-    for _ in range(5):
-        start = time.perf_counter()
+
+    def step() -> None:
         for _ in range(20):
             a @ b
-        best = max(best, 20 * 2 * 512**3 / (time.perf_counter() - start) / 1e9)
-    return best
+
+    return best_gflops(step, 20 * 2 * 512**3, rounds=5)
 
 
 def shape_gflops(tokens: int, dim: int) -> float:
@@ -97,19 +105,18 @@ def shape_gflops(tokens: int, dim: int) -> float:
     torch.set_num_threads(1)
     x = torch.randn(tokens, dim)
     up, down = torch.randn(4 * dim, dim), torch.randn(dim, 4 * dim)
-    best = 0.0
-    with torch.inference_mode():
-        for _ in range(30):
-            start = time.perf_counter()
+
+    def step() -> None:
+        with torch.inference_mode():
             for _ in range(12):
                 F.linear(F.linear(x, up), down)
-            best = max(best, 12 * 4 * tokens * dim * 4 * dim / (time.perf_counter() - start) / 1e9)
-    return best
+
+    return best_gflops(step, 12 * 4 * tokens * dim * 4 * dim, rounds=30)
 
 
 def chunk_tokens(spec: ModelSpec, chunk_s: float) -> int:
     """Patch tokens of one chunk: the rows of every matmul in it."""
-    frames = min(1 + round(chunk_s * SAMPLE_RATE) // HOP, spec.target_frames)
+    frames = min(frames_for(round(chunk_s * SAMPLE_RATE)), spec.target_frames)
     return frames // PATCH * FREQ_ROWS
 
 
