@@ -145,6 +145,12 @@ def peak_hz(samples: np.ndarray, rate: int = 16000) -> float:
     return float(np.argmax(spectrum) * rate / samples.size)
 
 
+def alsa_pcm_plugins() -> list[str]:
+    """The ALSA PCM plugin libraries this process maps (libasound_module_pcm_*.so)."""
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    return sorted({Path(line.split()[-1]).name for line in maps if "libasound_module_pcm_" in line})
+
+
 class Reports:
     """Reads a capture child's JSON lines in the background; wait_for() polls them."""
 
@@ -200,6 +206,7 @@ def main() -> int:
     from sat_audio.config import SourceConfig
     from sat_audio.errors import SatAudioError
     from sat_audio.sources import open_source
+    from sat_audio.sources.mic import input_devices
 
     parser = argparse.ArgumentParser()
     parser.add_argument("device", nargs="?")
@@ -213,6 +220,8 @@ def main() -> int:
         name="mic", kind="mic", device=device, samplerate=args.samplerate, channel=args.channel
     )
     source = open_source(cfg)
+    input_devices()  # PortAudio starts: it opens every ALSA device to list them
+    listed = alsa_pcm_plugins()
     try:
         source.start()
     except SatAudioError as err:
@@ -247,6 +256,8 @@ def main() -> int:
                         "device_rate": source.device_rate,  # type: ignore[attr-defined]
                         "device_channels": source.device_channels,  # type: ignore[attr-defined]
                         "device_name": source.device.name,  # type: ignore[attr-defined]
+                        "plugins_listed": listed,
+                        "plugins_mapped": alsa_pcm_plugins(),
                     }
                 ),
                 flush=True,

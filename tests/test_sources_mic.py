@@ -42,6 +42,17 @@ def test_records_the_played_sine_at_16k(pulse: PulseServer):
     assert r["reconnects"] == 0
 
 
+def test_plugins_of_unused_alsa_devices_are_unloaded(pulse: PulseServer):
+    """PortAudio opens every ALSA device to list them; once capturing, only the open one's
+    plugin is still mapped (libasound2-plugins brings a52, jack, oss, upmix, ... here)."""
+    reports = Reports(pulse.capture("default"))
+    r = reports.wait_for("a second of audio", _flowing, 30)
+    reports.finish()
+    assert "libasound_module_pcm_a52.so" in r["plugins_listed"]
+    assert r["plugins_mapped"] == ["libasound_module_pcm_pulse.so"]
+    assert abs(r["peak_hz"] - 440) <= 2
+
+
 def test_native_48k_device_is_resampled(tmp_path: Path):
     """Opened at 48 kHz and resampled: a 6 kHz tone stays at 6 kHz (unresampled it reads 2 kHz)."""
     with PulseServer(tmp_path, frequency=6000, rate=48000) as server:

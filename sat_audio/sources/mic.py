@@ -6,7 +6,9 @@ downmixes, resamples, and watches the flow: no audio for STALL_S means the devic
 unplugged USB microphone, a PulseAudio server that died), so the stream is closed and reopened.
 """
 
+import ctypes
 import logging
+import os
 import queue
 import threading
 import time
@@ -35,6 +37,22 @@ _portaudio_lock = threading.Lock()
 _open_streams = 0
 """PortAudio's device list is fixed at initialisation; re-initialising it (to see a device that
 came back) closes every stream, so it is done only while no stream is open in this process."""
+
+
+def _release_alsa_plugins() -> None:
+    """Unload the ALSA plugins that PortAudio loaded to list devices and no open stream uses.
+
+    PortAudio's initialisation opens every PCM the ALSA configuration defines, and ALSA keeps
+    each plugin's library, with everything it links (the a52 encoder's brings libavcodec and 70
+    more), until its global configuration is freed. Freed once a stream is open, the libraries of
+    the plugins in use stay and the rest are unmapped; ALSA reads its configuration again at the
+    next open. Without libasound in the process (PortAudio on another system) nothing happens.
+    """
+    try:
+        asound = ctypes.CDLL("libasound.so.2", mode=getattr(os, "RTLD_NOLOAD", 0))
+    except OSError:
+        return
+    asound.snd_config_update_free_global()
 
 
 def _sounddevice() -> ModuleType:
@@ -168,24 +186,27 @@ class MicSource(Source):
     def _open(self, device: InputDevice) -> None:
         global _open_streams
         sd = _sounddevice()
-        rate, channels = self._settings(device)
         self._died.clear()
-        try:
-            stream = sd.InputStream(
-                device=device.index,
-                samplerate=rate,
-                channels=channels,
-                dtype="float32",
-                blocksize=max(1, round(rate * self.cfg.block_seconds)),
-                latency="high",
-                callback=self._callback,
-                finished_callback=self._died.set,
-            )
-            stream.start()
-        except sd.PortAudioError as err:
-            raise SatAudioError(f"source {self.name}: cannot open {device.name!r}: {err}") from None
-        with _portaudio_lock:
+        with _portaudio_lock:  # no source frees ALSA's configuration while another opens
+            rate, channels = self._settings(device)
+            try:
+                stream = sd.InputStream(
+                    device=device.index,
+                    samplerate=rate,
+                    channels=channels,
+                    dtype="float32",
+                    blocksize=max(1, round(rate * self.cfg.block_seconds)),
+                    latency="high",
+                    callback=self._callback,
+                    finished_callback=self._died.set,
+                )
+                stream.start()
+            except sd.PortAudioError as err:
+                raise SatAudioError(
+                    f"source {self.name}: cannot open {device.name!r}: {err}"
+                ) from None
             _open_streams += 1
+            _release_alsa_plugins()
         self._stream = stream
         self.device, self.device_rate, self.device_channels = device, rate, channels
         self._resampler = (
