@@ -9,6 +9,7 @@ run are fair even when the absolute figures move with the load.
 """
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
@@ -32,7 +32,7 @@ from sat_audio.model.onnx_export import export_onnx
 from sat_audio.model.onnx_runtime import OnnxScorer, power_spectrum
 from sat_audio.model.registry import ModelSpec, get_spec
 from sat_audio.model.sat import AudioTransformer, build_model
-from sat_audio.model.shapes import FREQ_ROWS, PATCH, frames_for
+from sat_audio.model.shapes import FREQ_ROWS, N_CLASSES, N_FFT, N_MELS, PATCH, frames_for
 
 CASES = [("SAT_T_2s", 2.0), ("SAT_T_2s", 0.16), ("SAT_T_1s", 1.0)]
 BACKENDS = ("reference", "fast", "onnx")
@@ -74,44 +74,74 @@ start-up touched, as `sat-audio run` does once started (sat_audio/memory.py). RS
 after the first chunk, at the end, the peak (VmHWM) and the anonymous (private) part at the end."""
 
 
-def best_gflops(step: Callable[[], object], flops: float, rounds: int) -> float:
-    """The best rate of `rounds` timed calls of step, which does `flops` float operations."""
-    step()  # warm-up
-    best = 0.0
-    for _ in range(rounds):
-        start = time.perf_counter()
-        step()
-        best = max(best, flops / (time.perf_counter() - start) / 1e9)
-    return best
-
-
 def matmul_gflops(threads: int) -> float:
     """Measured float32 matmul rate (512^3 sgemm), the ceiling the floor is computed from."""
     torch.set_num_threads(threads)
     a, b = torch.randn(512, 512), torch.randn(512, 512)
-
-    def step() -> None:
+    for _ in range(10):
+        a @ b
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
         for _ in range(20):
             a @ b
+        best = max(best, 20 * 2 * 512**3 / (time.perf_counter() - start) / 1e9)
+    return best
 
-    return best_gflops(step, 20 * 2 * 512**3, rounds=5)
 
+def matmuls_alone(spec: ModelSpec, chunk_s: float, repeats: int) -> tuple[float, float]:
+    """Median ms and GFLOPs of one chunk's matmuls alone: every product the fast path computes
+    (mel, patches, projections, attention, MLPs, head), at its shape, with weights of their own
+    (the model's 22 MB, more than this CPU's cache keeps between chunks), run by onnxruntime at 1
+    thread and nothing between them. The time the chunk would take if all else were free."""
+    import onnx
+    import onnxruntime as ort
 
-def shape_gflops(tokens: int, dim: int) -> float:
-    """Float32 matmul rate at one chunk's own shapes, 1 thread: `tokens` rows through an MLP's two
-    matmuls (dim -> 4 dim -> dim), 12 times, their weights in cache. Matmuls this small run below
-    the 512^3 rate, in torch's kernels and onnxruntime's alike, so a chunk's FLOPs over this rate
-    is about what its matmuls alone take on this CPU."""
-    torch.set_num_threads(1)
-    x = torch.randn(tokens, dim)
-    up, down = torch.randn(4 * dim, dim), torch.randn(dim, 4 * dim)
-
-    def step() -> None:
-        with torch.inference_mode():
-            for _ in range(12):
-                F.linear(F.linear(x, up), down)
-
-    return best_gflops(step, 12 * 4 * tokens * dim * 4 * dim, rounds=30)
+    rows, dim, heads = chunk_tokens(spec, chunk_s), spec.embed_dim, spec.num_heads
+    keys = FREQ_ROWS * (spec.memory_frames // PATCH) + rows  # the memory, then the chunk
+    frames = frames_for(round(chunk_s * SAMPLE_RATE))
+    bins = N_FFT // 2 + 1
+    products = [((frames, bins), (bins, N_MELS)), ((rows, PATCH**2), (PATCH**2, dim))]
+    for block in range(spec.depth):
+        if block == 0:  # its memory's keys and values anew, as fast.py
+            products += [((rows, dim), (dim, dim)), ((keys, dim), (dim, 2 * dim))]
+        else:
+            products.append(((rows, dim), (dim, 3 * dim)))
+        products += [
+            ((heads, rows, dim // heads), (heads, dim // heads, keys)),
+            ((heads, rows, keys), (heads, keys, dim // heads)),
+            ((rows, dim), (dim, dim)),
+            ((rows, dim), (dim, 4 * dim)),
+            ((rows, 4 * dim), (4 * dim, dim)),
+        ]
+    products.append(((1, dim), (dim, N_CLASSES)))
+    rng = np.random.default_rng(0)
+    nodes, weights, inputs, feed = [], [], [], {}
+    for i, (a, b) in enumerate(products):
+        name = "x" + "_".join(map(str, a))
+        if name not in feed:
+            feed[name] = rng.standard_normal(a, np.float32)
+            inputs.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, a))
+        weights.append(onnx.numpy_helper.from_array(rng.standard_normal(b, np.float32), f"w{i}"))
+        nodes.append(onnx.helper.make_node("MatMul", [name, f"w{i}"], [f"y{i}"]))
+    outputs = [
+        onnx.helper.make_tensor_value_info(f"y{i}", onnx.TensorProto.FLOAT, None)
+        for i in range(len(products))
+    ]
+    graph = onnx.helper.make_graph(nodes, "matmuls", inputs, outputs, weights)
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 20)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_cpu_mem_arena = False  # as OnnxScorer
+    session = ort.InferenceSession(proto.SerializeToString(), options)
+    times = []
+    for i in range(repeats + 10):
+        start = time.perf_counter()
+        session.run(None, feed)
+        if i >= 10:
+            times.append((time.perf_counter() - start) * 1000)
+    flops = sum(2 * math.prod(a) * b[-1] for a, b in products)
+    return statistics.median(times), flops / 1e9
 
 
 def chunk_tokens(spec: ModelSpec, chunk_s: float) -> int:
@@ -470,13 +500,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     rates = {threads: matmul_gflops(threads) for threads in (1, 2)}
-    shapes = {(v, c): (chunk_tokens(get_spec(v), c), get_spec(v).embed_dim) for v, c in CASES}
-    shape_rates = {shape: shape_gflops(*shape) for shape in sorted(set(shapes.values()))[::-1]}
     print(
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
         f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; float32 matmul "
-        f"{rates[1]:.0f} GFLOP/s at 1 thread, {rates[2]:.0f} at 2; at a chunk's own shapes, "
-        "1 thread: " + ", ".join(f"{n} tokens {rate:.0f}" for (n, _), rate in shape_rates.items())
+        f"{rates[1]:.0f} GFLOP/s (512^3) at 1 thread, {rates[2]:.0f} at 2"
     )
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
@@ -527,13 +554,15 @@ def main() -> None:
                         summary[name][key] = f"{median:.2f}/{p95:.2f}"
                         summary[name][f"x floor {chunk_s:g} s @{threads}"] = f"{median / floor:.1f}"
                 if threads == 1:
-                    n = shapes[variant, chunk_s][0]
-                    rate = shape_rates[shapes[variant, chunk_s]]
+                    alone_ms, counted = matmuls_alone(model.spec, chunk_s, args.repeats)
+                    ratio = statistics.median(times["onnx"]) / alone_ms
                     print(
-                        f"{variant:<10}{chunk_s:>5}s: matmuls of {n} tokens run at {rate:.0f} "
-                        f"GFLOP/s here (weights in cache): the fast path's {gflops['fast']:.3f} "
-                        f"GFLOPs take about {gflops['fast'] / rate * 1000:.2f} ms at that rate"
+                        f"{variant:<10}{chunk_s:>5}s: its matmuls alone (matmuls_alone): "
+                        f"{alone_ms:.2f} ms for {counted:.3f} GFLOPs "
+                        f"({counted / alone_ms * 1000:.0f} GFLOP/s); onnx takes {ratio:.2f}x that"
                     )
+                    if variant == "SAT_T_2s":
+                        summary["onnx"][f"x matmuls alone {chunk_s:g} s"] = f"{ratio:.2f}"
             for threads in (1, 2) if variant == "SAT_T_2s" else ():
                 torch.set_num_threads(threads)
                 engines = {
