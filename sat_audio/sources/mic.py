@@ -43,10 +43,11 @@ def _release_alsa_plugins() -> None:
     """Unload the ALSA plugins that PortAudio loaded to list devices and no open stream uses.
 
     PortAudio's initialisation opens every PCM the ALSA configuration defines, and ALSA keeps
-    each plugin's library, with everything it links (the a52 encoder's brings libavcodec and 70
-    more), until its global configuration is freed. Freed once a stream is open, the libraries of
-    the plugins in use stay and the rest are unmapped; ALSA reads its configuration again at the
-    next open. Without libasound in the process (PortAudio on another system) nothing happens.
+    each plugin's library, with everything it links (the a52 encoder's brings libavcodec; 73
+    libraries on a Debian host), until its global configuration is freed. Freed once a stream
+    is open, the libraries of the plugins in use stay and the rest are unmapped; ALSA reads its
+    configuration again at the next open. Without libasound in the process (PortAudio on another
+    system) nothing happens.
     """
     try:
         asound = ctypes.CDLL("libasound.so.2", mode=getattr(os, "RTLD_NOLOAD", 0))
