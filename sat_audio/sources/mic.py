@@ -34,6 +34,7 @@ HANDOFF_BLOCKS = 100
 """Bound of the callback -> thread queue; the thread only resamples, so it rarely holds more."""
 
 _portaudio_lock = threading.Lock()
+"""Held to re-initialise PortAudio, and to open a stream and free ALSA's configuration after it."""
 _open_streams = 0
 """PortAudio's device list is fixed at initialisation; re-initialising it (to see a device that
 came back) closes every stream, so it is done only while no stream is open in this process."""
