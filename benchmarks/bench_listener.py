@@ -53,6 +53,8 @@ from tests.pulse import PulseServer
 RATE = 16000
 BLOCK_S = 0.1
 """The sources' default block length."""
+SETTLE_S = 5.0
+"""From the first info to the measured streaming: the listener gives back its start-up pages."""
 
 
 def make_wav(path: Path, chunk_s: float) -> Path:
@@ -71,6 +73,12 @@ def status_mb(pid: int, key: str) -> float:
         if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no {key}")
+
+
+def minor_faults(pid: int) -> int:
+    """Pages the process has faulted in without reading a file: fresh memory, each a trip to the
+    kernel (/proc/<pid>/stat, field 10)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def rss_by_kind(ps: psutil.Process) -> str:
@@ -184,12 +192,15 @@ def main() -> None:
             sub.wait_for(lambda: sub.on("sat_audio/bench/info"), 60, waiting)
             startup_s = time.monotonic() - launched
             started_rss = status_mb(proc.pid, "VmRSS")
-            cpu0, wall0 = ps.cpu_times(), time.monotonic()
+            startup_peak = status_mb(proc.pid, "VmHWM")
+            time.sleep(SETTLE_S)
+            Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM anew from here
+            cpu0, wall0, faults0 = ps.cpu_times(), time.monotonic(), minor_faults(proc.pid)
             n0 = len(event_starts(sub))
             time.sleep(args.seconds)
-            cpu1, wall1 = ps.cpu_times(), time.monotonic()
+            cpu1, wall1, faults1 = ps.cpu_times(), time.monotonic(), minor_faults(proc.pid)
             rss = status_mb(proc.pid, "VmRSS")
-            peak = status_mb(proc.pid, "VmHWM")
+            streaming_peak = status_mb(proc.pid, "VmHWM")
             own = ps.memory_full_info()
             kinds = rss_by_kind(ps)
         finally:
@@ -207,10 +218,15 @@ def main() -> None:
     print(f"startup to first info: {startup_s:.1f} s; exit code after SIGTERM: {code}")
     if args.source == "file":
         print_latency(starts[n0:], args.chunk)
-    print(f"CPU over {wall1 - wall0:.0f} s of streaming: {cpu_pct:.1f} % of one core")
+    chunks = (wall1 - wall0) / args.chunk
     print(
-        f"RSS: {started_rss:.0f} MB at the first info, {rss:.0f} MB after "
-        f"{wall1 - wall0:.0f} s of streaming, peak {peak:.0f} MB; its own pages (USS) "
+        f"CPU over {wall1 - wall0:.0f} s of streaming: {cpu_pct:.1f} % of one core; "
+        f"{(faults1 - faults0) / chunks:.0f} minor page faults per chunk"
+    )
+    print(
+        f"RSS: {started_rss:.0f} MB at the first info (peak {startup_peak:.0f}), {rss:.0f} MB "
+        f"after {wall1 - wall0:.0f} s of streaming, peak while streaming {streaming_peak:.0f} MB; "
+        f"its own pages (USS) "
         f"{own.uss / 2**20:.0f} MB, PSS {own.pss / 2**20:.0f} MB"
     )
     print(f"RSS by kind after streaming: {kinds}")

@@ -29,7 +29,7 @@ from sat_audio import SAMPLE_RATE
 from sat_audio.engine import Engine
 from sat_audio.memory import release_startup_code
 from sat_audio.model.onnx_export import export_onnx
-from sat_audio.model.onnx_runtime import OnnxScorer, power_spectrum
+from sat_audio.model.onnx_runtime import OnnxScorer, power_spectrum, session_options
 from sat_audio.model.registry import ModelSpec, get_spec
 from sat_audio.model.sat import AudioTransformer, build_model
 from sat_audio.model.shapes import FREQ_ROWS, N_CLASSES, N_FFT, N_MELS, PATCH, frames_for
@@ -130,10 +130,7 @@ def matmuls_alone(spec: ModelSpec, chunk_s: float, repeats: int) -> tuple[float,
     ]
     graph = onnx.helper.make_graph(nodes, "matmuls", inputs, outputs, weights)
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 20)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.enable_cpu_mem_arena = False  # as OnnxScorer
-    session = ort.InferenceSession(proto.SerializeToString(), options)
+    session = ort.InferenceSession(proto.SerializeToString(), session_options(1))
     times = []
     for i in range(repeats + 10):
         start = time.perf_counter()
@@ -317,9 +314,7 @@ def profile_onnx(onnx_file: Path, chunk_s: float, gflops_rate: float) -> None:
     import onnxruntime as ort
 
     scorer = OnnxScorer(onnx_file)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.enable_cpu_mem_arena = False  # as OnnxScorer
+    options = session_options(1)
     options.enable_profiling = True
     options.profile_file_prefix = str(onnx_file.with_name("ort_profile"))
     scorer.session = ort.InferenceSession(str(onnx_file), options)
@@ -398,9 +393,7 @@ def ablate_onnx(onnx_file: Path, chunk_s: float, repeats: int) -> None:
                 nodes.append(onnx.helper.make_node("Identity", [source], [output]))
         del proto.graph.node[:]
         proto.graph.node.extend(nodes)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.enable_cpu_mem_arena = False  # as OnnxScorer
+        options = session_options(1)
         options.log_severity_level = 3  # unused norm weights, unused axes: expected here
         sessions[family] = ort.InferenceSession(proto.SerializeToString(), options)
     times: dict[str, list[float]] = defaultdict(list)

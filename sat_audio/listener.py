@@ -16,7 +16,7 @@ from types import FrameType
 from sat_audio.config import Config
 from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.labels import all_labels
-from sat_audio.memory import release_free_heap, release_startup_code
+from sat_audio.memory import release_startup_code
 from sat_audio.publish.base import Publisher
 from sat_audio.publish.protocol import (
     Payload,
@@ -43,10 +43,6 @@ INFO_MIN_INTERVAL_S = 5.0
 """Source health changes re-publish info at most this often."""
 SHUTDOWN_FLUSH_S = 5.0
 """How long shutdown waits for the broker to acknowledge what is queued."""
-HEAP_RELEASE_EVERY_S = 1.0
-"""After scoring, the free heap goes back to the system at most this often: the next chunk's
-tensors fault in anew (2-4 ms per 2 s chunk), and in between, nearly all the time, the 5-7 MB they
-take are the system's. With chunks shorter than this, it happens every few chunks only."""
 
 
 @dataclass
@@ -112,7 +108,6 @@ class Listener:
             config.publishing.scores or config.mqtt.discovery
         )
         self._started = time.time()
-        self._heap_release_at = 0.0
         self.chunk_s = config.model.chunk_seconds or 0.0
         self.model_name = config.model.name
         self._info_sig: tuple[bool, list[Payload], int] | None = None
@@ -188,11 +183,7 @@ class Listener:
                     log.info("source %s finished", name)
                     self._process(engine.flush(name) if self.listening else [])
                     self._end_open(st)
-            results = engine.drain()
-            self._process(results)
-            if results and time.monotonic() >= self._heap_release_at:
-                release_free_heap()
-                self._heap_release_at = time.monotonic() + HEAP_RELEASE_EVERY_S
+            self._process(engine.drain())
             self._publish_info()
             if all(st.finished for st in self._streams.values()):
                 log.info("every source has ended; stopping")

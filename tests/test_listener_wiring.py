@@ -4,7 +4,6 @@ A scripted source and a recording publisher stand in for the ends (the real ones
 to end in test_listener.py); the model, engine and rules are the real ones.
 """
 
-import itertools
 import threading
 import time
 from pathlib import Path
@@ -158,27 +157,3 @@ def test_switch_off_ends_events_and_stops_analysis(
     kinds = [t["type"] for t in rec.of("transition")]
     assert kinds == ["start", "end", "start", "end"]
     assert [i["listening"] for i in rec.of("info")][-2:] == [False, True]
-
-
-def test_free_heap_goes_back_after_scoring_at_most_once_a_second(
-    monkeypatch: pytest.MonkeyPatch, bark_checkpoint: Path
-) -> None:
-    """0.5 s chunks: the heap is given back after a chunk is scored, every other chunk."""
-    released: list[tuple[float, int]] = []
-    lst: Listener | None = None
-
-    def record() -> None:
-        assert lst is not None
-        released.append((time.monotonic(), lst.chunks))
-
-    monkeypatch.setattr(listener_mod, "release_free_heap", record)
-    lst, _, stop, thread = _start(monkeypatch, bark_checkpoint, {})
-    try:
-        _wait(lambda: len(released) >= 3)
-    finally:
-        stop.set()
-        thread.join(30)
-    assert released[0][1] >= 1  # only once something was scored
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(released)]
-    assert min(gaps) >= listener_mod.HEAP_RELEASE_EVERY_S
-    assert lst.chunks > len(released)  # not after every chunk
