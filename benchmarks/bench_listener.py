@@ -9,6 +9,10 @@ block when the span it covers begins, a microphone when it ends; so the chunk's 
 the listener one block (0.1 s) before the chunk's end, and the figure a microphone would show is
 the raw one plus one block. Both are printed.
 
+Memory while streaming is printed twice: the RSS at the end, between chunks, and the peak from
+SETTLE_S after the first info on (VmHWM, reset then), which includes the height of every chunk.
+Minor page faults per chunk count the memory a chunk touches anew.
+
 RSS counts in full the library pages the listener shares with other processes (here the broker
 and this script, which map libc, libcrypto, libpython), and the kernel leaves those in place when
 the listener gives back its start-up pages; USS, the pages only the listener maps, and PSS, the
@@ -226,8 +230,7 @@ def main() -> None:
     print(
         f"RSS: {started_rss:.0f} MB at the first info (peak {startup_peak:.0f}), {rss:.0f} MB "
         f"after {wall1 - wall0:.0f} s of streaming, peak while streaming {streaming_peak:.0f} MB; "
-        f"its own pages (USS) "
-        f"{own.uss / 2**20:.0f} MB, PSS {own.pss / 2**20:.0f} MB"
+        f"its own pages (USS) {own.uss / 2**20:.0f} MB, PSS {own.pss / 2**20:.0f} MB"
     )
     print(f"RSS by kind after streaming: {kinds}")
     shutil.rmtree(folder)
