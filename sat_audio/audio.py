@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import soxr
 
 from sat_audio import SAMPLE_RATE
@@ -23,6 +22,8 @@ def to_mono(frames: np.ndarray, channel: int | None = None) -> np.ndarray:
 
 def read_audio(path: Path) -> np.ndarray:
     """A whole file (anything libsndfile reads: wav, flac, ogg, ...) as 16 kHz mono float32."""
+    import soundfile as sf  # here: the microphone and stdin sources use to_mono without libsndfile
+
     if not path.is_file():
         raise SatAudioError(f"{path}: no such file")
     try:

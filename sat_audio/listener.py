@@ -1,6 +1,6 @@
 """The listener service: sources -> batched engine -> event rules -> publisher.
 
-One engine scores every source's stream in one batched pass; each source has its own Detector.
+One engine scores every source's stream in batched passes; each source has its own Detector.
 Stream time is mapped to the wall clock at the moment the source (re)starts being analysed.
 """
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sat_audio.engine import Engine, level_dbfs
+from sat_audio.engine import MAX_BATCH, Engine, level_dbfs
 from sat_audio.errors import SatAudioError
 from tests.checkpoints import random_model
 
@@ -42,10 +42,15 @@ def test_memory_stays_bounded(model: torch.nn.Module, chunk_s: float, fast: bool
         assert shapes == [(1, 48, 192)] * 12
 
 
-@pytest.mark.parametrize("chunk_s", [2.0, 0.16, 1.0])
-def test_batched_streams_equal_single_streams(model: torch.nn.Module, chunk_s: float) -> None:
+@pytest.mark.parametrize(
+    ("chunk_s", "max_batch"), [(2.0, MAX_BATCH), (0.16, MAX_BATCH), (1.0, MAX_BATCH), (2.0, 3)]
+)
+def test_batched_streams_equal_single_streams(
+    model: torch.nn.Module, chunk_s: float, max_batch: int
+) -> None:
+    """max_batch 3 of 4 streams: passes of 3 and 1, or of a subset, write their memory back."""
     waves = {f"s{i}": audio(6, seed=i) for i in range(4)}
-    engine = Engine(model, chunk_s, list(waves))
+    engine = Engine(model, chunk_s, list(waves), max_batch=max_batch)
     results = []
     # streams run out of step: fed in different block sizes, scored whenever some are ready
     for i, (name, wave) in enumerate(waves.items()):

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from sat_audio.config import ConfigError, parse_config
-from sat_audio.engine import Engine
+from sat_audio.engine import MAX_BATCH, Engine
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import find
 from sat_audio.memory import release_free_heap
@@ -64,13 +64,17 @@ def audio(seconds: float, seed: int) -> np.ndarray:
     return (envelope * rng.standard_normal(n)).astype(np.float32)
 
 
-@pytest.mark.parametrize("chunk_s", [2.0, 0.16, 0.5, 4.5])
+@pytest.mark.parametrize(
+    ("chunk_s", "max_batch"),
+    [(2.0, MAX_BATCH), (0.16, MAX_BATCH), (0.5, MAX_BATCH), (4.5, MAX_BATCH), (2.0, 1)],
+)
 def test_onnx_scores_like_torch_over_a_stream(
-    random_exported: tuple[Path, Path], chunk_s: float
+    random_exported: tuple[Path, Path], chunk_s: float, max_batch: int
 ) -> None:
+    """max_batch 1: each stream a pass of its own, its pasts written back into the batch's."""
     checkpoint, onnx_file = random_exported
     torch_engine = Engine(load_model(str(checkpoint)), chunk_s, ["a", "b"], fast=False)
-    onnx_engine = Engine(OnnxScorer(onnx_file), chunk_s, ["a", "b"])
+    onnx_engine = Engine(OnnxScorer(onnx_file), chunk_s, ["a", "b"], max_batch=max_batch)
     waves = {"a": audio(max(10.0, 6 * chunk_s), 1), "b": audio(max(7.0, 4 * chunk_s), 2)}
     results: list[list[np.ndarray]] = [[], []]
     for out, engine in zip(results, (torch_engine, onnx_engine), strict=True):

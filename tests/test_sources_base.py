@@ -1,6 +1,8 @@
 """The bounded drop-oldest queue, block sizes and backoff shared by every source."""
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -81,3 +83,15 @@ def test_config_checks():
         open_source(SourceConfig(name="x", kind="stdin", block_seconds=0))
     with pytest.raises(SatAudioError, match="queue_seconds must be >= block_seconds"):
         open_source(SourceConfig(name="x", kind="stdin", queue_seconds=0.01))
+
+
+@pytest.mark.parametrize("kind", ["mic", "ffmpeg", "stdin"])
+def test_a_listener_without_a_file_source_never_loads_soundfile(kind: str) -> None:
+    """libsndfile and its bindings are 1.7 MB of a live listener's memory, for files only."""
+    code = (
+        "import importlib, sys; import sat_audio.listener, sat_audio.publish.mqtt; "
+        "from sat_audio.sources import KINDS; "
+        f"importlib.import_module(KINDS[{kind!r}][0]); print('soundfile' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
