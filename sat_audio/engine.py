@@ -27,8 +27,8 @@ MIN_TAIL_SAMPLES = (PATCH - 1) * HOP
 """A final partial chunk needs this many samples (16 frames) to be scored at all."""
 MAX_BATCH = 16
 """Streams in one pass at most; more go in passes of this many. A pass's activations then stay
-in the CPU's caches: one pass of 256 streams of SAT_T_2s took 1.3x (onnx) and 1.8x (torch) the
-time of sixteen passes of 16 on this 2-core machine (bench_model.py, many streams)."""
+in the CPU's caches: one pass of 256 streams of SAT_T_2s took 1.18x (onnx) and 1.44x (torch)
+the time of sixteen passes of 16 on this 2-core machine (bench_model.py, many streams)."""
 
 
 @dataclass(frozen=True)

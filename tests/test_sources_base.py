@@ -87,7 +87,7 @@ def test_config_checks():
 
 @pytest.mark.parametrize("kind", ["mic", "ffmpeg", "stdin"])
 def test_a_listener_without_a_file_source_never_loads_soundfile(kind: str) -> None:
-    """libsndfile and its bindings are 1.7 MB of a live listener's memory, for files only."""
+    """The promise of sources.KINDS: libsndfile and its bindings load for file sources only."""
     code = (
         "import importlib, sys; import sat_audio.listener, sat_audio.publish.mqtt; "
         "from sat_audio.sources import KINDS; "
