@@ -9,6 +9,7 @@ run are fair even when the absolute figures move with the load.
 """
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -36,6 +37,8 @@ from sat_audio.model.shapes import FREQ_ROWS, N_CLASSES, N_FFT, N_MELS, PATCH, f
 
 CASES = [("SAT_T_2s", 2.0), ("SAT_T_2s", 0.16), ("SAT_T_1s", 1.0)]
 BACKENDS = ("reference", "fast", "onnx")
+VECTOR_UNITS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("asimd", "NEON"))
+"""/proc/cpuinfo flags, widest first: what the matmul kernels run on."""
 
 RSS_SCRIPT = """
 import re, sys
@@ -72,6 +75,25 @@ print(base, first, status("VmRSS"), status("VmHWM"), anon, int("torch" in sys.mo
 never imports torch (it prints whether it did). With release, it first drops the code pages only
 start-up touched, as `sat-audio run` does once started (sat_audio/memory.py). RSS after loading,
 after the first chunk, at the end, the peak (VmHWM) and the anonymous (private) part at the end."""
+
+
+def cpu_name() -> str:
+    """The CPU's name, family/model and widest vector unit: machines of one kind here differ (an
+    AVX2 EPYC ran a 2 s chunk on onnx in 10.2 ms, an AVX-512 one in 4.9), so figures of two runs
+    compare only on the same CPU."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        for line in info:
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor is enough
+            fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    vector = next((name for flag, name in VECTOR_UNITS if flag in flags), "no AVX or NEON")
+    return (
+        f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')} "
+        f"model {fields.get('model', '?')}, {vector})"
+    )
 
 
 def matmul_gflops(threads: int) -> float:
@@ -501,7 +523,7 @@ def main() -> None:
     args = parser.parse_args()
     rates = {threads: matmul_gflops(threads) for threads in (1, 2)}
     print(
-        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
+        f"{cpu_name()}; torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
         f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; float32 matmul "
         f"{rates[1]:.0f} GFLOP/s (512^3) at 1 thread, {rates[2]:.0f} at 2"
     )
