@@ -17,7 +17,9 @@ RSS counts in full the library pages the listener shares with other processes (h
 and this script, which map libc, libcrypto, libpython), and the kernel leaves those in place when
 the listener gives back its start-up pages; USS, the pages only the listener maps, and PSS, the
 shared ones divided among their users, are printed beside it, and so is where the pages are:
-malloc's heap, other anonymous memory, mapped files.
+malloc's heap, other anonymous memory, mapped files. --own-libraries gives the listener copies of
+the shared libraries it maps (LD_LIBRARY_PATH; the loader and Python's extension modules aside),
+as the add-on's own container does: its RSS then leaves out what only sharing kept resident.
 
 --source mic captures instead through a private PulseAudio server playing a sine, by ALSA's
 `default` device as an add-on does: the memory and CPU of a microphone listener (PortAudio and
@@ -25,16 +27,18 @@ its ALSA plugins loaded); a steady tone gives no latency figure.
 
 Run from the repository root:
     .venv/bin/python benchmarks/bench_listener.py [--seconds 60] [--backend torch|onnx]
-        [--source file|mic]
+        [--source file|mic] [--own-libraries]
 """
 
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from datetime import datetime
@@ -59,6 +63,12 @@ BLOCK_S = 0.1
 """The sources' default block length."""
 SETTLE_S = 5.0
 """From the first info to the measured streaming: the listener gives back its start-up pages."""
+LIBRARY_DIRS = {
+    Path(sysconfig.get_config_var("LIBDIR")),  # libpython
+    *(Path(root) / (sysconfig.get_config_var("MULTIARCH") or "") for root in ("/lib", "/usr/lib")),
+    *(Path(root) for root in ("/lib", "/usr/lib", "/lib64", "/usr/lib64")),
+}
+"""Where the loader looks for a library by name: the ones LD_LIBRARY_PATH can replace."""
 
 
 def make_wav(path: Path, chunk_s: float) -> Path:
@@ -103,6 +113,22 @@ def rss_by_kind(ps: psutil.Process) -> str:
         f"object arenas, stacks) {anon / 2**20:.1f} MB, files {sum(files.values()) / 2**20:.1f} MB"
         f" (largest: {', '.join(f'{name} {rss / 2**20:.1f}' for name, rss in largest)})"
     )
+
+
+def own_libraries(pid: int, folder: Path) -> dict[str, str]:
+    """LD_LIBRARY_PATH to copies of the libraries a running listener loaded by name.
+
+    The broker and this script map the host's libc, libcrypto and libpython too, and the kernel
+    leaves a page another process maps resident in the listener after its release; in the
+    add-on's container those files are the listener's alone. The loader itself stays shared.
+    """
+    libs = folder / "libs"
+    libs.mkdir(exist_ok=True)
+    for region in psutil.Process(pid).memory_maps():
+        path = Path(region.path)
+        if path.parent in LIBRARY_DIRS and ".so" in path.name and not path.name.startswith("ld-"):
+            shutil.copy2(path, libs / path.name)
+    return {"LD_LIBRARY_PATH": str(libs)}
 
 
 def event_starts(sub: Subscriber) -> list:
@@ -164,6 +190,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     parser.add_argument("--source", choices=["file", "mic"], default="file")
+    parser.add_argument(
+        "--own-libraries",
+        action="store_true",
+        help="the listener on copies of the shared libraries, as in its own container",
+    )
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="bench_listener_"))
@@ -176,7 +207,7 @@ def main() -> None:
         broker = Broker(folder / "broker")
         running.callback(broker.stop)
         broker.start()
-        env = None
+        env = dict(os.environ)
         if args.source == "mic":
             env = running.enter_context(PulseServer(folder / "pulse")).env
         (folder / "config.yaml").write_text(
@@ -185,6 +216,18 @@ def main() -> None:
         sub = Subscriber(broker, ("sat_audio/bench/#",)).start()
         running.callback(sub.stop)
         cmd = [sys.executable, "-m", "sat_audio", "run", "-c", str(folder / "config.yaml")]
+        waiting = f"the listener's info (its stderr: {folder / 'stderr.txt'})"
+        if args.own_libraries:  # a first listener, run to its first chunk, shows what it loads
+            with (folder / "stderr.txt").open("wb") as err:
+                probe = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+            try:
+                sub.wait_for(lambda: len(sub.on("sat_audio/bench/info")) > 0, 60, waiting)
+                time.sleep(args.chunk + 1)
+                env |= own_libraries(probe.pid, folder)
+            finally:
+                probe.terminate()
+                probe.wait(30)
+        infos, probed = len(sub.on("sat_audio/bench/info")), len(event_starts(sub))
         # the kernel reclaims only pages no other process maps: this one must not hold torch's too
         release_startup_code()
         launched = time.monotonic()
@@ -192,8 +235,7 @@ def main() -> None:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
         ps = psutil.Process(proc.pid)
         try:
-            waiting = f"the listener's info (its stderr: {folder / 'stderr.txt'})"
-            sub.wait_for(lambda: sub.on("sat_audio/bench/info"), 60, waiting)
+            sub.wait_for(lambda: len(sub.on("sat_audio/bench/info")) > infos, 60, waiting)
             startup_s = time.monotonic() - launched
             started_rss = status_mb(proc.pid, "VmRSS")
             startup_peak = status_mb(proc.pid, "VmHWM")
@@ -212,12 +254,13 @@ def main() -> None:
             code = proc.wait(30)
     cpu_pct = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (wall1 - wall0)
     starts = event_starts(sub)
-    if not starts:  # the tone and the loud seconds both open the event: audio reached the model
+    if len(starts) == probed:  # the tone and the loud seconds both open the event: no audio came
         raise SystemExit(f"no detections; see {folder / 'stderr.txt'}")
     print(f"command: {' '.join(cmd)}")
     print(
         f"SAT_T_2s on {args.backend}, {args.chunk} s chunks, {args.threads} thread(s), "
         + ("real-time file source" if args.source == "file" else "microphone (PulseAudio, ALSA)")
+        + ("; its own copies of the shared libraries" if args.own_libraries else "")
     )
     print(f"startup to first info: {startup_s:.1f} s; exit code after SIGTERM: {code}")
     if args.source == "file":
