@@ -48,7 +48,7 @@ def status(key, file="status"):
 import numpy as np
 backend, model, chunk_s, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 release = sys.argv[5] == "1"
-from sat_audio.engine import MAX_BATCH, Engine
+from sat_audio.engine import Engine
 from sat_audio.memory import release_startup_code
 if backend == "onnx":
     from sat_audio.model.onnx_runtime import OnnxScorer
