@@ -39,7 +39,6 @@ def _set_threads(threads: int | None) -> None:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    """Print the top-k labels of each chunk, in upstream inference.py's format."""
     from tqdm import tqdm
 
     from sat_audio.audio import read_audio
@@ -115,7 +114,6 @@ def _print_chunk(
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List, download or locate the public checkpoints."""
     from sat_audio.model.checkpoint import cached_path, ensure_checkpoint
     from sat_audio.model.registry import get_spec, registry
 
@@ -152,7 +150,6 @@ def _export_onnx(names: list[str], model_dir: str | None) -> int:
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
-    """Print AudioSet labels (index, mid, name), optionally only those matching SEARCH."""
     from sat_audio.labels import all_labels, search
 
     found = search(args.search) if args.search else list(all_labels())
@@ -164,7 +161,6 @@ def cmd_labels(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """Validate a configuration and print it as the listener sees it, secrets masked."""
     from sat_audio.config import config_path, load_config, to_yaml
 
     config = load_config(args.path)
@@ -176,7 +172,6 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    """Run the event rules on audio files and print each event's start and end."""
     from dataclasses import asdict
 
     from sat_audio import SAMPLE_RATE
@@ -219,7 +214,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the listener: sources -> model -> event rules -> MQTT (or stdout without a broker)."""
     import logging
 
     from sat_audio.config import load_config
@@ -236,14 +230,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_addon(args: argparse.Namespace) -> int:
-    """Run as the Home Assistant add-on: options.json and the Supervisor's MQTT broker."""
     from sat_audio import addon
 
     return addon.run(args.options, args.supervisor, args.data, args.health_file)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    """Exit 0 if the add-on's listener is analysing audio, else 1 (Docker's HEALTHCHECK)."""
     from sat_audio.addon import check_health
 
     problem = check_health(args.file, args.stall)
@@ -252,7 +244,6 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    """List audio input devices for mic sources (index, name, host API, channels, rate)."""
     from sat_audio.sources.mic import input_devices
 
     devices = input_devices()
@@ -288,15 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
-        doc = (func.__doc__ or "").strip().splitlines()[0]
-        cmd = sub.add_parser(name, help=doc, description=doc, formatter_class=_HelpFormatter)
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], summary: str
+    ) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(
+            name, help=summary, description=summary, formatter_class=_HelpFormatter
+        )
         cmd.set_defaults(func=func)
         return cmd
 
     model_dir_help = "folder for downloaded checkpoints (default: $SAT_AUDIO_MODEL_DIR or models/)"
 
-    tag = add("tag", cmd_tag)
+    tag = add(
+        "tag", cmd_tag, "Print the top-k labels of each chunk, in upstream inference.py's format."
+    )
     tag.add_argument("files", nargs="+", type=Path, metavar="FILE", help="wav, flac or ogg files")
     tag.add_argument(
         "-m", "--model", default=DEFAULT_MODEL, help="registry name, checkpoint path or URL"
@@ -316,19 +312,31 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     tag.add_argument("--model-dir", default=None, help=model_dir_help)
 
-    models = add("models", cmd_models)
+    models = add("models", cmd_models, "List, download or locate the public checkpoints.")
     models.add_argument("action", choices=["list", "download", "path", "export-onnx"])
     models.add_argument(
         "names", nargs="*", metavar="NAME", help="registry names (export-onnx: or checkpoint paths)"
     )
     models.add_argument("--model-dir", default=None, help=model_dir_help)
 
-    labels = add("labels", cmd_labels)
+    labels = add(
+        "labels",
+        cmd_labels,
+        "Print AudioSet labels (index, mid, name), optionally only those matching SEARCH.",
+    )
     labels.add_argument("search", nargs="?", metavar="SEARCH", help="part of a name or mid")
 
-    add("devices", cmd_devices)
+    add(
+        "devices",
+        cmd_devices,
+        "List audio input devices for mic sources (index, name, host API, channels, rate).",
+    )
 
-    config = add("config", cmd_config)
+    config = add(
+        "config",
+        cmd_config,
+        "Validate a configuration and print it as the listener sees it, secrets masked.",
+    )
     config.add_argument("action", choices=["check"])
     config.add_argument(
         "path",
@@ -338,7 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="configuration file (default: $SAT_AUDIO_CONFIG, ./config.yaml, built-in defaults)",
     )
 
-    detect = add("detect", cmd_detect)
+    detect = add(
+        "detect",
+        cmd_detect,
+        "Run the event rules on audio files and print each event's start and end.",
+    )
     detect.add_argument(
         "files", nargs="+", type=Path, metavar="FILE", help="wav, flac or ogg files"
     )
@@ -352,7 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("-m", "--model", default=None, help="model instead of the config's")
     detect.add_argument("--json", action="store_true", help="one JSON object per transition")
 
-    run = add("run", cmd_run)
+    run = add(
+        "run",
+        cmd_run,
+        "Run the listener: sources -> model -> event rules -> MQTT (or stdout without a broker).",
+    )
     run.add_argument(
         "-c",
         "--config",
@@ -369,7 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from sat_audio import addon
 
-    addon_cmd = add("addon", cmd_addon)
+    addon_cmd = add(
+        "addon",
+        cmd_addon,
+        "Run as the Home Assistant add-on: options.json and the Supervisor's MQTT broker.",
+    )
     addon_cmd.add_argument(
         "--options", type=Path, default=None, help="add-on options (default: DATA/options.json)"
     )
@@ -383,7 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--health-file", type=Path, default=addon.HEALTH_FILE, help="heartbeat file to write"
     )
 
-    health = add("health", cmd_health)
+    health = add(
+        "health",
+        cmd_health,
+        "Exit 0 if the add-on's listener is analysing audio, else 1 (Docker's HEALTHCHECK).",
+    )
     health.add_argument("--file", type=Path, default=addon.HEALTH_FILE, help="heartbeat file")
     health.add_argument(
         "--stall",

@@ -21,7 +21,8 @@ def all_labels() -> tuple[Label, ...]:
     with (data_dir() / "audioset_labels.csv").open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     labels = tuple(Label(int(r["index"]), r["mid"], r["display_name"]) for r in rows)
-    assert [lab.index for lab in labels] == list(range(len(labels))), "label file out of order"
+    if [lab.index for lab in labels] != list(range(len(labels))):
+        raise SatAudioError("audioset_labels.csv is out of order: reinstall sat-audio")
     return labels
 
 

@@ -143,6 +143,22 @@ def test_every_command_has_help() -> None:
         assert "usage: sat-audio " + command in sat_audio(command, "--help").stdout
 
 
+def test_the_cli_runs_without_docstrings() -> None:
+    """python -OO (PYTHONOPTIMIZE=2, as container images often set) drops every docstring."""
+    outs = []
+    for args in (["--help"], ["labels", "doorbell"]):
+        result = subprocess.run(
+            [sys.executable, "-OO", "-m", "sat_audio", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        outs.append(result.stdout)
+    assert "Run the listener" in outs[0]
+    assert outs[1].split() == ["355", "/m/03wwcy", "Doorbell"]
+
+
 def test_tag_carries_the_memory_from_file_to_file_like_upstream(
     tmp_path: Path, sat_t_checkpoint: Path
 ) -> None:
