@@ -17,9 +17,11 @@ RSS counts in full the library pages the listener shares with other processes (h
 and this script, which map libc, libcrypto, libpython), and the kernel leaves those in place when
 the listener gives back its start-up pages; USS, the pages only the listener maps, and PSS, the
 shared ones divided among their users, are printed beside it, and so is where the pages are:
-malloc's heap, other anonymous memory, mapped files. --own-libraries gives the listener copies of
-the shared libraries it maps (LD_LIBRARY_PATH; the loader and Python's extension modules aside),
-as the add-on's own container does: its RSS then leaves out what only sharing kept resident.
+malloc's heap, other anonymous memory, mapped files. --as-addon runs the listener as in the
+add-on's own container: on copies of the shared libraries it maps (LD_LIBRARY_PATH, under every
+name the loader asks for; the loader and Python's extension modules aside), so its RSS leaves out
+what only sharing kept resident, and with the add-on image's ALSA configuration, where only the
+pulse plugin's file is left (addon/Dockerfile).
 
 --source mic captures instead through a private PulseAudio server playing a sine, by ALSA's
 `default` device as an add-on does: the memory and CPU of a microphone listener (PortAudio and
@@ -27,10 +29,11 @@ its ALSA plugins loaded); a steady tone gives no latency figure.
 
 Run from the repository root:
     .venv/bin/python benchmarks/bench_listener.py [--seconds 60] [--backend torch|onnx]
-        [--source file|mic] [--own-libraries]
+        [--source file|mic] [--as-addon]
 """
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -118,17 +121,52 @@ def rss_by_kind(ps: psutil.Process) -> str:
 def own_libraries(pid: int, folder: Path) -> dict[str, str]:
     """LD_LIBRARY_PATH to copies of the libraries a running listener loaded by name.
 
-    The broker and this script map the host's libc, libcrypto and libpython too, and the kernel
-    leaves a page another process maps resident in the listener after its release; in the
-    add-on's container those files are the listener's alone. The loader itself stays shared.
+    The broker, PulseAudio and this script map the host's libc, libcrypto, libpython, libpulse
+    too, and the kernel leaves a page another process maps resident in the listener after its
+    release; in the add-on's container those files are the listener's alone. A mapping names the
+    file (libpulse.so.0.24.2), the loader looks for its soname (libpulse.so.0): each copy gets the
+    links its folder has to it. The loader itself stays shared.
     """
     libs = folder / "libs"
     libs.mkdir(exist_ok=True)
+    links: dict[Path, dict[Path, list[str]]] = {}  # folder -> file -> the names linking to it
     for region in psutil.Process(pid).memory_maps():
         path = Path(region.path)
-        if path.parent in LIBRARY_DIRS and ".so" in path.name and not path.name.startswith("ld-"):
-            shutil.copy2(path, libs / path.name)
+        copy = libs / path.name
+        if copy.exists() or ".so" not in path.name or path.name.startswith("ld-"):
+            continue
+        if not any(path.is_relative_to(d) for d in LIBRARY_DIRS):
+            continue
+        shutil.copy2(path, copy)
+        if path.parent not in links:
+            names = links[path.parent] = collections.defaultdict(list)
+            for entry in path.parent.iterdir():
+                if entry.is_symlink():
+                    names[entry.resolve()].append(entry.name)
+        for name in links[path.parent].get(path, []):
+            (libs / name).unlink(missing_ok=True)
+            (libs / name).symlink_to(path.name)
     return {"LD_LIBRARY_PATH": str(libs)}
+
+
+def addon_alsa(folder: Path) -> dict[str, str]:
+    """ALSA_CONFIG_PATH to alsa.conf reading only the pulse plugin's file, as the add-on image.
+
+    The image deletes every file of /etc/alsa/conf.d but 50-pulseaudio.conf; here the host's
+    alsa.conf is copied with its configuration folders swapped for one holding that file alone.
+    """
+    main = Path(os.environ.get("ALSA_CONFIG_PATH", "/usr/share/alsa/alsa.conf"))
+    pulse = next(Path("/usr/share/alsa/alsa.conf.d").glob("50-pulseaudio.conf"), None)
+    if not main.is_file() or pulse is None:
+        raise SystemExit(f"--as-addon needs {main} and ALSA's pulse plugin: libasound2-plugins")
+    conf_d = folder / "alsa" / "conf.d"
+    conf_d.mkdir(parents=True)
+    shutil.copy2(pulse, conf_d)
+    text = main.read_text()
+    for host_folder in ("/var/lib/alsa/conf.d", "/usr/etc/alsa/conf.d", "/etc/alsa/conf.d"):
+        text = text.replace(f'"{host_folder}"', f'"{conf_d}"')
+    (folder / "alsa" / "alsa.conf").write_text(text)
+    return {"ALSA_CONFIG_PATH": str(folder / "alsa" / "alsa.conf")}
 
 
 def event_starts(sub: Subscriber) -> list:
@@ -191,9 +229,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     parser.add_argument("--source", choices=["file", "mic"], default="file")
     parser.add_argument(
-        "--own-libraries",
+        "--as-addon",
         action="store_true",
-        help="the listener on copies of the shared libraries, as in its own container",
+        help="the listener as in the add-on's container: its own libraries, its ALSA files",
     )
     args = parser.parse_args()
 
@@ -217,7 +255,9 @@ def main() -> None:
         running.callback(sub.stop)
         cmd = [sys.executable, "-m", "sat_audio", "run", "-c", str(folder / "config.yaml")]
         waiting = f"the listener's info (its stderr: {folder / 'stderr.txt'})"
-        if args.own_libraries:  # a first listener, run to its first chunk, shows what it loads
+        if args.as_addon:
+            env |= addon_alsa(folder)
+            # a first listener, run to its first chunk, shows which libraries it loads
             with (folder / "stderr.txt").open("wb") as err:
                 probe = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
             try:
@@ -260,7 +300,7 @@ def main() -> None:
     print(
         f"SAT_T_2s on {args.backend}, {args.chunk} s chunks, {args.threads} thread(s), "
         + ("real-time file source" if args.source == "file" else "microphone (PulseAudio, ALSA)")
-        + ("; its own copies of the shared libraries" if args.own_libraries else "")
+        + ("; as in the add-on's container" if args.as_addon else "")
     )
     print(f"startup to first info: {startup_s:.1f} s; exit code after SIGTERM: {code}")
     if args.source == "file":
