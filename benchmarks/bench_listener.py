@@ -155,14 +155,14 @@ def addon_alsa(folder: Path) -> dict[str, str]:
     The image deletes every file of /etc/alsa/conf.d but 50-pulseaudio.conf; here the host's
     alsa.conf is copied with its configuration folders swapped for one holding that file alone.
     """
-    main = Path(os.environ.get("ALSA_CONFIG_PATH", "/usr/share/alsa/alsa.conf"))
-    pulse = next(Path("/usr/share/alsa/alsa.conf.d").glob("50-pulseaudio.conf"), None)
-    if not main.is_file() or pulse is None:
-        raise SystemExit(f"--as-addon needs {main} and ALSA's pulse plugin: libasound2-plugins")
+    top = Path(os.environ.get("ALSA_CONFIG_PATH", "/usr/share/alsa/alsa.conf"))
+    pulse = Path("/usr/share/alsa/alsa.conf.d/50-pulseaudio.conf")
+    if not top.is_file() or not pulse.is_file():
+        raise SystemExit(f"--as-addon needs {top} and {pulse} (libasound2-plugins)")
     conf_d = folder / "alsa" / "conf.d"
     conf_d.mkdir(parents=True)
     shutil.copy2(pulse, conf_d)
-    text = main.read_text()
+    text = top.read_text()
     for host_folder in ("/var/lib/alsa/conf.d", "/usr/etc/alsa/conf.d", "/etc/alsa/conf.d"):
         text = text.replace(f'"{host_folder}"', f'"{conf_d}"')
     (folder / "alsa" / "alsa.conf").write_text(text)
