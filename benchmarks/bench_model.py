@@ -621,8 +621,8 @@ def main() -> None:
                 key = "RSS MB" if release or name == "reference" else "RSS kept MB"
                 summary[name][key] = f"{end:.0f}"
                 summary[name]["peak RSS MB"] = f"{peak:.0f}"
-            for key, engine in (("", name), (" one pass", f"{name} in one pass")):
-                if name != "reference":
+            if name != "reference":  # the streams run on the fast path and onnx only
+                for key, engine in (("", name), (" one pass", f"{name} in one pass")):
                     found = capacity.get(engine)
                     summary[name][f"streams/2 cores{key}"] = f"{found:.0f}" if found else "not run"
         print(f"\nOffline: {args.rtf_seconds:.0f} s of audio through the engine, SAT_T_2s at 2 s")
