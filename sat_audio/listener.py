@@ -16,7 +16,7 @@ from types import FrameType
 from sat_audio.config import Config
 from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.labels import all_labels
-from sat_audio.memory import release_startup_code
+from sat_audio.memory import release_free_heap, release_startup_code
 from sat_audio.publish.base import Publisher
 from sat_audio.publish.protocol import (
     Payload,
@@ -108,6 +108,7 @@ class Listener:
             config.publishing.scores or config.mqtt.discovery
         )
         self._started = time.time()
+        self._settled = False
         self.chunk_s = config.model.chunk_seconds or 0.0
         self.model_name = config.model.name
         self._info_sig: tuple[bool, list[Payload], int] | None = None
@@ -183,7 +184,12 @@ class Listener:
                     log.info("source %s finished", name)
                     self._process(engine.flush(name) if self.listening else [])
                     self._end_open(st)
-            self._process(engine.drain())
+            results = engine.drain()
+            self._process(results)
+            if results and not self._settled:
+                # once: what start-up freed in the heap, which the first chunk did not reuse
+                release_free_heap()
+                self._settled = True
             self._publish_info()
             if all(st.finished for st in self._streams.values()):
                 log.info("every source has ended; stopping")

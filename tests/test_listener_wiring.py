@@ -157,3 +157,24 @@ def test_switch_off_ends_events_and_stops_analysis(
     kinds = [t["type"] for t in rec.of("transition")]
     assert kinds == ["start", "end", "start", "end"]
     assert [i["listening"] for i in rec.of("info")][-2:] == [False, True]
+
+
+def test_free_heap_goes_back_once_after_the_first_chunk(
+    monkeypatch: pytest.MonkeyPatch, bark_checkpoint: Path
+) -> None:
+    """After the first chunk, what start-up left free goes back; later chunks keep theirs."""
+    released: list[int] = []
+    lst: Listener | None = None
+
+    def record() -> None:
+        assert lst is not None
+        released.append(lst.chunks)
+
+    monkeypatch.setattr(listener_mod, "release_free_heap", record)
+    lst, _, stop, thread = _start(monkeypatch, bark_checkpoint, {})
+    try:
+        _wait(lambda: lst.chunks >= 4)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert released == [1]
