@@ -236,7 +236,8 @@ class MqttPublisher(Publisher):
             self._wake.clear()
             with self._lock:
                 generation = self._generation
-                if self._connected and self._flushed != generation and not self._unacked():
+                unacked = self._unacked()  # at every ack: what was acknowledged is forgotten
+                if self._connected and self._flushed != generation and not unacked:
                     self._catch_up()
                     self._flushed = generation
                 while self._ready():
