@@ -65,7 +65,8 @@ RATE = 16000
 BLOCK_S = 0.1
 """The sources' default block length."""
 SETTLE_S = 5.0
-"""From the first info to the measured streaming: the listener gives back its start-up pages."""
+"""After the first chunk, before the measured streaming: the listener gives back its start-up
+pages once it has scored that chunk."""
 LIBRARY_DIRS = {
     Path(sysconfig.get_config_var("LIBDIR")),  # libpython
     *(Path(root) / (sysconfig.get_config_var("MULTIARCH") or "") for root in ("/lib", "/usr/lib")),
@@ -146,6 +147,7 @@ def own_libraries(pid: int, folder: Path) -> dict[str, str]:
         for name in links[path.parent].get(path, []):
             (libs / name).unlink(missing_ok=True)
             (libs / name).symlink_to(path.name)
+    os.sync()  # the image's files are on disk: a page the kernel has yet to write is not reclaimed
     return {"LD_LIBRARY_PATH": str(libs)}
 
 
@@ -279,7 +281,7 @@ def main() -> None:
             startup_s = time.monotonic() - launched
             started_rss = status_mb(proc.pid, "VmRSS")
             startup_peak = status_mb(proc.pid, "VmHWM")
-            time.sleep(SETTLE_S)
+            time.sleep(args.chunk + SETTLE_S)
             Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM anew from here
             cpu0, wall0, faults0 = ps.cpu_times(), time.monotonic(), minor_faults(proc.pid)
             n0 = len(event_starts(sub))

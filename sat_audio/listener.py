@@ -153,8 +153,6 @@ class Listener:
                 src.start()
                 self._streams[src.name] = _Stream(src, self._detector(src.name), time.time())
             self._publish_info(force=True)
-            # all started: the code only start-up ran (most of torch's or onnxruntime's) can go
-            release_startup_code()
             self._loop(engine, stop)
         finally:
             self._shutdown()
@@ -187,8 +185,10 @@ class Listener:
             results = engine.drain()
             self._process(results)
             if results and not self._settled:
-                # once: what start-up freed in the heap, which the first chunk did not reuse
+                # once: what only start-up and the first chunk used, freed heap and code pages
+                # (most of torch's or onnxruntime's code; later chunks run a smaller part)
                 release_free_heap()
+                release_startup_code()
                 self._settled = True
             self._publish_info()
             if all(st.finished for st in self._streams.values()):

@@ -6,6 +6,7 @@ to end in test_listener.py); the model, engine and rules are the real ones.
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -159,22 +160,27 @@ def test_switch_off_ends_events_and_stops_analysis(
     assert [i["listening"] for i in rec.of("info")][-2:] == [False, True]
 
 
-def test_free_heap_goes_back_once_after_the_first_chunk(
+def test_start_up_memory_goes_back_once_after_the_first_chunk(
     monkeypatch: pytest.MonkeyPatch, bark_checkpoint: Path
 ) -> None:
-    """After the first chunk, what start-up left free goes back; later chunks keep theirs."""
-    released: list[int] = []
+    """After the first chunk, the free heap and code pages start-up left go back; later chunks
+    keep theirs."""
+    released: list[tuple[str, int]] = []
     lst: Listener | None = None
 
-    def record() -> None:
-        assert lst is not None
-        released.append(lst.chunks)
+    def recorder(what: str) -> Callable[[], None]:
+        def record() -> None:
+            assert lst is not None
+            released.append((what, lst.chunks))
 
-    monkeypatch.setattr(listener_mod, "release_free_heap", record)
+        return record
+
+    monkeypatch.setattr(listener_mod, "release_free_heap", recorder("heap"))
+    monkeypatch.setattr(listener_mod, "release_startup_code", recorder("code"))
     lst, _, stop, thread = _start(monkeypatch, bark_checkpoint, {})
     try:
         _wait(lambda: lst.chunks >= 4)
     finally:
         stop.set()
         thread.join(30)
-    assert released == [1]
+    assert released == [("heap", 1), ("code", 1)]
