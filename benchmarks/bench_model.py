@@ -60,6 +60,8 @@ else:
     scorer = load_model(model)
 base = status("VmRSS")
 engine = Engine(scorer, chunk_s, fast=backend != "reference")
+if release:
+    release_startup_code()
 block = (0.1 * np.random.default_rng(0).standard_normal(1600)).astype(np.float32)
 first = None
 for _ in range(int(seconds / 0.1)):
@@ -73,9 +75,9 @@ anon = status("Anonymous", "smaps_rollup")
 print(base, first, status("VmRSS"), status("VmHWM"), anon, int("torch" in sys.modules))
 """
 """A separate process loads a checkpoint (or .onnx file) and streams 0.1 s blocks; the onnx one
-never imports torch (it prints whether it did). With release, it gives back the free heap and the
-code pages only start-up and the first chunk touched, after that chunk, as `sat-audio run` does
-(sat_audio/memory.py). RSS after loading,
+never imports torch (it prints whether it did). With release, it gives back what only start-up
+touched as `sat-audio run` does (sat_audio/memory.py): code pages once loaded, and code pages and
+free heap again after the first chunk. RSS after loading,
 after the first chunk, at the end, the peak (VmHWM) and the anonymous (private) part at the end."""
 
 
@@ -611,8 +613,8 @@ def main() -> None:
         capacity = streams_sustained(models["SAT_T_2s"], onnx_files["SAT_T_2s"], 2.0, counts)
         print(
             f"\nRSS of a process streaming {args.rss_seconds:.0f} s of SAT_T_2s in 0.1 s blocks; "
-            "'released': after the first chunk, start-up's free heap and code pages given back, "
-            "as sat-audio run does"
+            "'released': start-up's code pages given back once loaded, and with its free heap "
+            "after the first chunk, as sat-audio run does"
         )
         # the kernel reclaims only pages no other process maps: this one must not hold torch's too
         release_startup_code()

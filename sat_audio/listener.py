@@ -153,6 +153,9 @@ class Listener:
                 src.start()
                 self._streams[src.name] = _Stream(src, self._detector(src.name), time.time())
             self._publish_info(force=True)
+            # all started: the code only start-up ran (most of torch's or onnxruntime's) can go,
+            # whenever the first chunk comes (a paused listener or a camera not yet up has none)
+            release_startup_code()
             self._loop(engine, stop)
         finally:
             self._shutdown()
@@ -185,8 +188,8 @@ class Listener:
             results = engine.drain()
             self._process(results)
             if results and not self._settled:
-                # once: what only start-up and the first chunk used, freed heap and code pages
-                # (most of torch's or onnxruntime's code; later chunks run a smaller part)
+                # once: the heap start-up freed, and code only the first chunk ran (0.7 MB of
+                # PulseAudio's client and Python's on a microphone)
                 release_free_heap()
                 release_startup_code()
                 self._settled = True

@@ -57,12 +57,13 @@ def release_free_heap() -> None:
 def release_startup_code() -> int:
     """Ask the kernel to reclaim this process's pages of read-only files: library code and data.
 
-    Called once the first chunk is scored, it drops what only start-up touched. Pages the listener
-    still runs fault back in once, from the page cache or the disk, and without read-around
-    (MADV_RANDOM: 1-1.5 MB less of onnxruntime's and Python's code comes back with them; Linux 6.18
-    still reads ahead around a fault in code, but into the page cache, not this process); pages
-    another process maps are left where they are. Of onnxruntime's 19 MB resident code, what a
-    2 s chunk runs comes back: 7.6 MB. Returns how many mappings were advised (0 where unsupported).
+    Called once started, and again after the first chunk, it drops what only start-up touched.
+    Pages the listener still runs fault back in, from the page cache or the disk, and without
+    read-around (MADV_RANDOM: 1-1.5 MB less of onnxruntime's and Python's code comes back with
+    them; Linux 6.18 still reads ahead around a fault in code, but into the page cache, not this
+    process); pages another process maps are left where they are. Of onnxruntime's 19 MB resident
+    code, what a 2 s chunk runs comes back: 7.6 MB. Returns how many mappings were advised (0
+    where unsupported).
     """
     libc = _libc()
     if libc is None:
