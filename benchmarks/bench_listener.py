@@ -65,8 +65,8 @@ RATE = 16000
 BLOCK_S = 0.1
 """The sources' default block length."""
 SETTLE_S = 5.0
-"""After the first chunk, before the measured streaming: the listener gives back its start-up
-pages once it has scored that chunk."""
+"""From the first chunk (a chunk's length after the first info) to the measured streaming: the
+listener has given back its start-up pages."""
 LIBRARY_DIRS = {
     Path(sysconfig.get_config_var("LIBDIR")),  # libpython
     *(Path(root) / (sysconfig.get_config_var("MULTIARCH") or "") for root in ("/lib", "/usr/lib")),

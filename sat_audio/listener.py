@@ -153,8 +153,8 @@ class Listener:
                 src.start()
                 self._streams[src.name] = _Stream(src, self._detector(src.name), time.time())
             self._publish_info(force=True)
-            # all started: the code only start-up ran (most of torch's or onnxruntime's) can go,
-            # whenever the first chunk comes (a paused listener or a camera not yet up has none)
+            # all started: the code only start-up ran (most of torch's or onnxruntime's) can go
+            # now, not at the first chunk only (a paused listener, or a camera not yet up, has none)
             release_startup_code()
             self._loop(engine, stop)
         finally:
