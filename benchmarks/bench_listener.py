@@ -23,13 +23,18 @@ name the loader asks for; the loader and Python's extension modules aside), so i
 what only sharing kept resident, and with the add-on image's ALSA configuration, where only the
 pulse plugin's file is left (addon/Dockerfile).
 
+--chunk-times runs the listener at log level debug and prints how long it took to score each
+chunk (its own debug line, from the engine's step to the scores), the per-chunk latency as a
+listener meets it: a chunk every chunk's length, other work between, the weights no longer in
+the CPU's caches. paho's debug lines then cost a little more CPU.
+
 --source mic captures instead through a private PulseAudio server playing a sine, by ALSA's
 `default` device as an add-on does: the memory and CPU of a microphone listener (PortAudio and
 its ALSA plugins loaded); a steady tone gives no latency figure.
 
 Run from the repository root:
     .venv/bin/python benchmarks/bench_listener.py [--seconds 60] [--backend torch|onnx]
-        [--source file|mic] [--as-addon]
+        [--source file|mic] [--as-addon] [--chunk-times]
 """
 
 import argparse
@@ -37,6 +42,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -62,6 +68,7 @@ from tests.checkpoints import fire_label, random_model, save_upstream, upstream_
 from tests.pulse import PulseServer
 
 RATE = 16000
+SCORED = re.compile(r"scored 1 chunk\(s\) in ([0-9.]+) ms")
 BLOCK_S = 0.1
 """The sources' default block length."""
 SETTLE_S = 5.0
@@ -195,6 +202,18 @@ def print_latency(starts: list, chunk_s: float) -> None:
         )
 
 
+def print_chunk_times(stderr: str, chunk_s: float) -> None:
+    """The listener's own per-chunk scoring times (its debug lines), the first two left out."""
+    times = [float(ms) for ms in SCORED.findall(stderr)][2:]
+    if not times:
+        raise SystemExit("no 'scored 1 chunk(s)' lines in the listener's stderr")
+    print(
+        f"scoring a {chunk_s} s chunk in the listener, {len(times)} chunks: median "
+        f"{statistics.median(times):.2f} ms, p95 {np.percentile(times, 95):.2f}, "
+        f"max {max(times):.2f}"
+    )
+
+
 def listener_config(args: argparse.Namespace, checkpoint: Path, wav: Path, broker: Broker) -> dict:
     """The listener's config.yaml: one source, one event on "Bark", the test broker."""
     file_source = {"kind": "file", "path": str(wav), "realtime": True, "loop": True}
@@ -235,6 +254,11 @@ def main() -> None:
         action="store_true",
         help="the listener as in the add-on's container: its own libraries, its ALSA files",
     )
+    parser.add_argument(
+        "--chunk-times",
+        action="store_true",
+        help="run the listener at log level debug and print its per-chunk scoring times",
+    )
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="bench_listener_"))
@@ -256,6 +280,8 @@ def main() -> None:
         sub = Subscriber(broker, ("sat_audio/bench/#",)).start()
         running.callback(sub.stop)
         cmd = [sys.executable, "-m", "sat_audio", "run", "-c", str(folder / "config.yaml")]
+        if args.chunk_times:
+            cmd += ["--log-level", "debug"]
         waiting = f"the listener's info (its stderr: {folder / 'stderr.txt'})"
         if args.as_addon:
             env |= addon_alsa(folder)
@@ -318,6 +344,8 @@ def main() -> None:
         f"its own pages (USS) {own.uss / 2**20:.0f} MB, PSS {own.pss / 2**20:.0f} MB"
     )
     print(f"RSS by kind after streaming: {kinds}")
+    if args.chunk_times:
+        print_chunk_times((folder / "stderr.txt").read_text(), args.chunk)
     shutil.rmtree(folder)
 
 

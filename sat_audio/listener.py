@@ -185,7 +185,15 @@ class Listener:
                     log.info("source %s finished", name)
                     self._process(engine.flush(name) if self.listening else [])
                     self._end_open(st)
+            started = time.perf_counter()
             results = engine.drain()
+            if results:
+                # how long scoring takes here, the figure benchmarks/bench_listener.py reports
+                log.debug(
+                    "scored %d chunk(s) in %.2f ms",
+                    len(results),
+                    (time.perf_counter() - started) * 1000,
+                )
             self._process(results)
             if results and not self._settled:
                 # once: the heap start-up freed, and code only the first chunk ran (0.7 MB of

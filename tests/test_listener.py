@@ -6,6 +6,7 @@ parts of the generated wav, so every episode's place in the stream is known in a
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,6 +207,10 @@ def test_no_broker_prints_json_lines_with_source_prefixed_keys(
     ]
     assert "listener: model SAT_T_2s on torch, 1.00 s chunks; sources a (file)" in run.stderr()
     assert "publishing to stdout (no broker configured)" in run.stderr()
+    # the per-chunk timing bench_listener.py --chunk-times reads: every chunk, once
+    scored = re.findall(r"scored (\d+) chunk\(s\) in ([0-9.]+) ms", run.stderr())
+    assert sum(int(n) for n, _ in scored) == 10
+    assert all(float(ms) > 0 for _, ms in scored)
 
 
 def test_broker_down_at_start_then_delivered(tmp_path: Path, bark_checkpoint: Path) -> None:
