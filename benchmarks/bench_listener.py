@@ -25,8 +25,8 @@ pulse plugin's file is left (addon/Dockerfile).
 
 --chunk-times runs the listener at log level debug and prints how long it took to score each
 chunk (its own debug line, from the engine's step to the scores), the per-chunk latency as a
-listener meets it: a chunk every chunk's length, other work between, the weights no longer in
-the CPU's caches. paho's debug lines then cost a little more CPU.
+listener meets it: a chunk every chunk's length, other work between, what a chunk works on no
+longer in the CPU's caches. paho's debug lines then cost a little more CPU.
 
 --source mic captures instead through a private PulseAudio server playing a sine, by ALSA's
 `default` device as an add-on does: the memory and CPU of a microphone listener (PortAudio and
