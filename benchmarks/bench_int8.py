@@ -40,11 +40,10 @@ def quantize(f32: Path, q8: Path) -> Path:
     proto = onnx.load(f32)
     for i, node in enumerate(proto.graph.node):
         node.name = f"n{i}"  # nodes_to_exclude goes by name; the export leaves nodes unnamed
-    onnx.save(proto, f32)
     excluded = [n.name for n in proto.graph.node if set(n.input) & set(FLOAT_WEIGHTS)]
     logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, once per call
     quantize_dynamic(
-        f32,
+        proto,
         q8,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul", "Gemm", "Attention"],
@@ -88,11 +87,11 @@ def main() -> None:
         )
         print(
             f"{'chunk':>6}{'thr':>4}{'float32 ms':>12}{'int8 ms':>10}{'speed-up':>9}"
-            f"{'float32 alone':>15}{'int8 alone':>12}{'max |dscore|':>14}{'median':>9}"
+            f"{'float32 alone':>15}{'int8 alone':>12}{'max |dscore|':>14}{'median':>9}{'drift':>8}"
         )
+        files = {"float32": f32, "int8": q8}
         for chunk_s in (2.0, 0.16):
             for threads in (1, 2):
-                files = {"float32": f32, "int8": q8}
                 engines = {n: Engine(OnnxScorer(f, threads), chunk_s) for n, f in files.items()}
                 times, exact, q8_scores = taking_turns(engines, args.repeats)
                 diffs = np.abs(q8_scores - exact)
