@@ -1,56 +1,31 @@
-"""What int8 weights would give the onnx backend: time per chunk, and how far the scores move.
+"""model.precision int8 against float32 on the onnx backend: time per chunk, and score change.
 
-Not a backend: evidence for deciding issue 8's 1-thread targets, which float32 cannot reach on
-every CPU here. The exported SAT_T_2s graph is quantized by onnxruntime's dynamic quantization
-(int8 weights per tensor, activations quantized per chunk) in its transformer blocks only: the
-mel filterbank, the patch embedding and the classifier stay float32 (quantizing the patch
-embedding alone moved scores by 0.3). Both graphs run through the engine taking turns, chunk by
-chunk, on the same noise. Random weights cost what trained ones do, but their scores move less
-than a trained model's may: what int8 does to mAP needs the released checkpoints. Run:
+SAT_T_2s is exported both ways (int8: model/onnx_int8.py); both graphs run through the engine
+taking turns, chunk by chunk, on the same noise, then each alone. Random weights cost what
+trained ones do. Every weight is random here (tests/checkpoints.py), not as initialised for
+training, whose near-constant scores moved 25x less under int8; what int8 does to mAP needs the
+released checkpoints. Run:
     .venv/bin/python benchmarks/bench_int8.py
 """
 
 import argparse
-import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import onnx
-import torch
 from bench_model import alone, cpu_name
-from onnxruntime.quantization import QuantType, quantize_dynamic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.checkpoints
 
 from sat_audio.engine import Engine
 from sat_audio.model.onnx_export import export_onnx
 from sat_audio.model.onnx_runtime import OnnxScorer
-from sat_audio.model.registry import get_spec
-from sat_audio.model.sat import build_model
-
-FLOAT_WEIGHTS = ("mel_filterbank", "patch_weight", "outputlayer.1.weight")
-"""Products left in float32: the front end's, whose inputs span decades, and the classifier's."""
-
-
-def quantize(f32: Path, q8: Path) -> Path:
-    """The graph with its blocks' Gemm, MatMul and Attention weights in int8."""
-    proto = onnx.load(f32)
-    for i, node in enumerate(proto.graph.node):
-        node.name = f"n{i}"  # nodes_to_exclude goes by name; the export leaves nodes unnamed
-    excluded = [n.name for n in proto.graph.node if set(n.input) & set(FLOAT_WEIGHTS)]
-    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, once per call
-    quantize_dynamic(
-        proto,
-        q8,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul", "Gemm", "Attention"],
-        nodes_to_exclude=excluded,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    return q8
+from tests.checkpoints import random_model
 
 
 def taking_turns(
@@ -76,11 +51,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200, help="timed chunks per setting")
     args = parser.parse_args()
-    print(f"{cpu_name()}, {os.cpu_count()} CPUs; SAT_T_2s, random weights")
-    torch.manual_seed(0)
+    print(f"{cpu_name()}, {os.cpu_count()} CPUs; SAT_T_2s, every weight random")
     with tempfile.TemporaryDirectory() as tmp:
-        f32 = export_onnx(build_model(get_spec("SAT_T_2s")), Path(tmp) / "f32.onnx")
-        q8 = quantize(f32, Path(tmp) / "q8.onnx")
+        model = random_model("SAT_T_2s")
+        f32 = export_onnx(model, Path(tmp) / "f32.onnx")
+        q8 = export_onnx(model, Path(tmp) / "q8.int8.onnx", "int8")
         print(
             f"graph file: float32 {f32.stat().st_size / 1e6:.1f} MB, int8 "
             f"{q8.stat().st_size / 1e6:.1f} MB"
@@ -92,13 +67,13 @@ def main() -> None:
         files = {"float32": f32, "int8": q8}
         for chunk_s in (2.0, 0.16):
             for threads in (1, 2):
-                engines = {n: Engine(OnnxScorer(f, threads), chunk_s) for n, f in files.items()}
+                engines = {n: Engine(OnnxScorer(f, threads, n), chunk_s) for n, f in files.items()}
                 times, exact, q8_scores = taking_turns(engines, args.repeats)
                 diffs = np.abs(q8_scores - exact)
                 drift = np.median(np.abs(np.diff(exact, axis=0)))
                 median = {n: statistics.median(t) for n, t in times.items()}
                 warm = {
-                    n: alone(Engine(OnnxScorer(f, threads), chunk_s), args.repeats)[0]
+                    n: alone(Engine(OnnxScorer(f, threads, n), chunk_s), args.repeats)[0]
                     for n, f in files.items()
                 }
                 print(

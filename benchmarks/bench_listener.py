@@ -34,7 +34,7 @@ its ALSA plugins loaded); a steady tone gives no latency figure.
 
 Run from the repository root:
     .venv/bin/python benchmarks/bench_listener.py [--seconds 60] [--backend torch|onnx]
-        [--source file|mic] [--as-addon] [--chunk-times]
+        [--precision float32|int8] [--source file|mic] [--as-addon] [--chunk-times]
 """
 
 import argparse
@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.broker
 from sat_audio.labels import find
 from sat_audio.memory import release_startup_code
 from sat_audio.model.onnx_export import export_onnx
+from sat_audio.model.onnx_runtime import onnx_path
 from tests.broker import Broker, Subscriber
 from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
 from tests.pulse import PulseServer
@@ -224,6 +225,7 @@ def listener_config(args: argparse.Namespace, checkpoint: Path, wav: Path, broke
             "chunk_seconds": args.chunk,
             "threads": args.threads,
             "backend": args.backend,
+            "precision": args.precision,
         },
         "sources": [
             {
@@ -248,6 +250,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=float, default=2.0, help="chunk length in seconds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    parser.add_argument(
+        "--precision", choices=["float32", "int8"], default="float32", help="int8: onnx only"
+    )
     parser.add_argument("--source", choices=["file", "mic"], default="file")
     parser.add_argument(
         "--as-addon",
@@ -265,7 +270,7 @@ def main() -> None:
     model = fire_label(random_model("SAT_T_2s", seed=0), find("Bark").index)
     checkpoint = save_upstream(model, folder / upstream_name("SAT_T_2s"))
     if args.backend == "onnx":
-        export_onnx(model, checkpoint.with_suffix(".onnx"))
+        export_onnx(model, onnx_path(str(checkpoint), precision=args.precision), args.precision)
     wav = make_wav(folder / "pattern.wav", args.chunk)
     with contextlib.ExitStack() as running:  # stops what started, however this ends
         broker = Broker(folder / "broker")
@@ -326,7 +331,8 @@ def main() -> None:
         raise SystemExit(f"no detections; see {folder / 'stderr.txt'}")
     print(f"command: {' '.join(cmd)}")
     print(
-        f"SAT_T_2s on {args.backend}, {args.chunk} s chunks, {args.threads} thread(s), "
+        f"SAT_T_2s on {args.backend} {args.precision}, {args.chunk} s chunks, "
+        f"{args.threads} thread(s), "
         + ("real-time file source" if args.source == "file" else "microphone (PulseAudio, ALSA)")
         + ("; as in the add-on's container" if args.as_addon else "")
     )

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sat_audio import __version__
-from sat_audio.config import BACKENDS, Config, ConfigError, ModelConfig, parse_config, to_dict
+from sat_audio.config import (
+    BACKENDS,
+    PRECISIONS,
+    Config,
+    ConfigError,
+    ModelConfig,
+    parse_config,
+    to_dict,
+)
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import all_labels, find
 from sat_audio.model.registry import registry
@@ -159,6 +167,13 @@ def _choice(value: Any, option: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _precision(options: Mapping[str, Any]) -> str:
+    precision = _choice(options.get("precision"), "precision", PRECISIONS)
+    if precision == "int8" and options.get("backend") != "onnx":
+        raise _fail("precision", "int8 needs the onnx backend (torch runs float32 only)")
+    return precision
+
+
 def _slug(value: Any, option: str) -> str:
     if not isinstance(value, str) or not SLUG.match(value):
         raise _fail(option, f"must be lower-case letters, digits and _, got {value!r}")
@@ -291,6 +306,7 @@ def options_dict(options: Mapping[str, Any], data_dir: Path = DATA_DIR) -> dict[
             "chunk_seconds": _number(options.get("chunk_seconds"), "chunk_seconds", 0.16, 10),
             "threads": _whole(options.get("threads"), "threads", 1, 8),
             "backend": _choice(options.get("backend"), "backend", BACKENDS),
+            "precision": _precision(options),
         },
         "sources": [_source(options)],
         "detection": {
@@ -343,7 +359,7 @@ def describe(config: Config) -> str:
     user = f" as {mqtt.username}" if mqtt is not None and mqtt.username else ""
     events = ", ".join(e.key for e in config.detection.events)
     return (
-        f"listener {config.listener.id}: model {config.model.name} on {config.model.backend} "
+        f"listener {config.listener.id}: model {config.model.name} on {config.model.runtime} "
         f"from {config.model.dir}, "
         f"{heard}, events {events}; MQTT {broker}{user}"
     )
@@ -421,29 +437,29 @@ def prepare_onnx(model: ModelConfig) -> Path:
     """
     from sat_audio.model.onnx_runtime import onnx_path
 
-    path = onnx_path(model.name, model.dir)
+    path = onnx_path(model.name, model.dir, model.precision)
     stamp = path.with_name(f"{path.name}.version")
     if path.is_file() and stamp.is_file() and stamp.read_text().strip() == __version__:
         return path
-    log.info("exporting %s for the onnx backend (once per add-on version)", model.name)
+    log.info("exporting %s for the %s backend (once per add-on version)", model.name, model.runtime)
     # spawn, not fork: a fresh interpreter, which shares nothing with the listener to come
     with multiprocessing.get_context("spawn").Pool(1) as child:
         try:
-            child.apply(_export_onnx, (model.name, model.dir, path))
+            child.apply(_export_onnx, (model.name, model.dir, path, model.precision))
         except SatAudioError as err:
             raise SatAudioError(
-                f"exporting {model.name} for the onnx backend failed: {err}"
+                f"exporting {model.name} for the {model.runtime} backend failed: {err}"
             ) from None
     stamp.write_text(f"{__version__}\n")
     return path
 
 
-def _export_onnx(name: str, directory: str | None, path: Path) -> None:
+def _export_onnx(name: str, directory: str | None, path: Path, precision: str) -> None:
     """In the child: load the checkpoint with torch and write its streaming graph to path."""
     from sat_audio.model.checkpoint import load_model
     from sat_audio.model.onnx_export import export_onnx
 
-    export_onnx(load_model(name, directory=directory), path)
+    export_onnx(load_model(name, directory=directory), path, precision)
 
 
 def _log_inputs() -> None:

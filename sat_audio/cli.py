@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from sat_audio import __version__
+from sat_audio.config import PRECISIONS
 from sat_audio.errors import SatAudioError
 
 DEFAULT_MODEL = "SAT_T_2s"
@@ -128,7 +129,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not names:
         raise SatAudioError("name at least one model")
     if args.action == "export-onnx":
-        return _export_onnx(names, args.model_dir)
+        return _export_onnx(names, args.model_dir, args.precision)
     for name in names:
         spec = get_spec(name)
         if args.action == "path":
@@ -138,14 +139,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_onnx(names: list[str], model_dir: str | None) -> int:
+def _export_onnx(names: list[str], model_dir: str | None, precision: str) -> int:
     """Export streaming models for model.backend onnx, each beside its checkpoint."""
     from sat_audio.model.checkpoint import load_model
     from sat_audio.model.onnx_export import export_onnx
     from sat_audio.model.onnx_runtime import onnx_path
 
     for name in names:
-        print(export_onnx(load_model(name, directory=model_dir), onnx_path(name, model_dir)))
+        path = onnx_path(name, model_dir, precision)
+        print(export_onnx(load_model(name, directory=model_dir), path, precision))
     return 0
 
 
@@ -312,12 +314,34 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     tag.add_argument("--model-dir", default=None, help=model_dir_help)
 
-    models = add("models", cmd_models, "List, download or locate the public checkpoints.")
-    models.add_argument("action", choices=["list", "download", "path", "export-onnx"])
-    models.add_argument(
-        "names", nargs="*", metavar="NAME", help="registry names (export-onnx: or checkpoint paths)"
+    models = add(
+        "models", cmd_models, "List, download or locate the public checkpoints; export for onnx."
     )
-    models.add_argument("--model-dir", default=None, help=model_dir_help)
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str, names: str | None) -> argparse.ArgumentParser:
+        cmd = actions.add_parser(
+            name, help=summary, description=summary, formatter_class=_HelpFormatter
+        )
+        if names:
+            cmd.add_argument("names", nargs="*", metavar="NAME", help=names)
+        cmd.add_argument("--model-dir", default=None, help=model_dir_help)
+        return cmd
+
+    action("list", "List the registry's models and which are downloaded.", None)
+    action("download", "Download checkpoints.", f"registry names (default: {DEFAULT_MODEL})")
+    action("path", "Print where checkpoints are kept.", "registry names")
+    export = action(
+        "export-onnx",
+        "Write streaming models' graphs beside their checkpoints, for model.backend onnx.",
+        "registry names or checkpoint paths",
+    )
+    export.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="the weights' precision, as model.precision",
+    )
 
     labels = add(
         "labels",

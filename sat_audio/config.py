@@ -31,6 +31,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 COMBINE = ("max", "sum", "mean")
 SMOOTHING = ("ema", "median")
 BACKENDS = ("torch", "onnx")
+PRECISIONS = ("float32", "int8")
 
 
 class ConfigError(SatAudioError):
@@ -50,6 +51,12 @@ class ModelConfig:
     chunk_seconds: float | None = None
     threads: int = 1
     backend: str = "torch"
+    precision: str = "float32"
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model, for logs: torch, onnx, or onnx int8."""
+        return self.backend if self.precision == "float32" else f"{self.backend} {self.precision}"
 
 
 @dataclass(frozen=True)
@@ -469,6 +476,12 @@ def _model_name(value: Any) -> str:
     )
 
 
+def _model_rules(model: dict) -> dict:
+    if model["precision"] == "int8" and model["backend"] != "onnx":
+        raise _Said("int8 needs backend: onnx (torch runs float32 only)", ["precision"])
+    return model
+
+
 _MODEL = _section(
     {
         vol.Optional("name", default="SAT_T_2s"): _model_name,
@@ -476,8 +489,10 @@ _MODEL = _section(
         vol.Optional("chunk_seconds", default=None): _optional(_number(0.16, 60.0)),
         vol.Optional("threads", default=1): _number(1, 64, integer=True),
         vol.Optional("backend", default="torch"): _choice(*BACKENDS),
+        vol.Optional("precision", default="float32"): _choice(*PRECISIONS),
     },
     "name, chunk_seconds, threads, ...",
+    _model_rules,
 )
 
 _SOURCE_COMMON = {

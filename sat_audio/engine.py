@@ -1,7 +1,8 @@
 """Streaming engine: cuts each stream into chunks and scores ready chunks in batched passes.
 
 Every stream keeps its own memory, primed from silence as upstream inference starts, so N
-streams batched together score exactly like N engines with one stream each.
+streams batched together score exactly like N engines with one stream each (in float32; int8
+shares its activations' scale across a pass, model/onnx_int8.py).
 """
 
 import math
@@ -74,7 +75,8 @@ def load_scorer(cfg: "ModelConfig") -> Scorer:
     if cfg.backend == "onnx":
         from sat_audio.model.onnx_runtime import OnnxScorer, onnx_path
 
-        return OnnxScorer(onnx_path(cfg.name, cfg.dir), threads=cfg.threads)
+        path = onnx_path(cfg.name, cfg.dir, cfg.precision)
+        return OnnxScorer(path, threads=cfg.threads, precision=cfg.precision)
     import torch
 
     from sat_audio.model.checkpoint import load_model

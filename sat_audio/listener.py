@@ -138,7 +138,7 @@ class Listener:
         log.info(
             "model %s on %s, %.2f s chunks; sources %s; events %s; publishing to %s",
             self.model_name,
-            cfg.model.backend,
+            cfg.model.runtime,
             chunk_s,
             ", ".join(f"{s.name} ({s.kind})" for s in sources),
             ", ".join(e.key for e in self.events) or "none",

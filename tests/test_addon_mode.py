@@ -224,6 +224,7 @@ def test_defaults_are_the_listeners_own(tmp_path, supervisor):
     assert config.model.chunk_seconds == listener.model.chunk_seconds
     assert config.model.threads == listener.model.threads
     assert config.model.backend == listener.model.backend
+    assert config.model.precision == listener.model.precision
     assert config.listener.id == listener.listener.id
     assert config.logging == listener.logging
     assert config.mqtt.topic_prefix == "sat_audio"
@@ -253,6 +254,7 @@ def test_defaults_are_the_listeners_own(tmp_path, supervisor):
         ({"listener_id": "kitchen_2"}, lambda c: c.listener.id, "kitchen_2"),
         ({"threads": 4}, lambda c: c.model.threads, 4),
         ({"backend": "onnx"}, lambda c: c.model.backend, "onnx"),
+        ({"backend": "onnx", "precision": "int8"}, lambda c: c.model.runtime, "onnx int8"),
         ({"log_level": "debug"}, lambda c: c.logging.level, "debug"),
     ],
 )
@@ -434,6 +436,14 @@ E0 = "option 'events[0] (glass_breaking)"
             "option 'backend': must be one of torch, onnx, got 'tflite'",
         ),
         (
+            {"backend": "onnx", "precision": "int4"},
+            "option 'precision': must be one of float32, int8, got 'int4'",
+        ),
+        (
+            {"precision": "int8"},
+            "option 'precision': int8 needs the onnx backend (torch runs float32 only)",
+        ),
+        (
             {"log_level": "loud"},
             "option 'log_level': must be one of debug, info, warning, error, got 'loud'",
         ),
@@ -509,6 +519,20 @@ def test_onnx_export_once_per_version(tmp_path, supervisor, sat_t_checkpoint):
     addon.prepare_onnx(config.model)
     assert path.stat().st_mtime_ns != written
     assert stamp.read_text() == f"{addon.__version__}\n"
+
+
+def test_onnx_int8_export_sits_beside_the_float32_one(tmp_path, supervisor, sat_t_checkpoint):
+    from sat_audio.model.onnx_runtime import OnnxScorer
+
+    config = load(tmp_path, supervisor, backend="onnx", precision="int8")
+    models = Path(config.model.dir)
+    models.mkdir()
+    shutil.copy(sat_t_checkpoint, models / sat_t_checkpoint.name)
+    path = addon.prepare_onnx(config.model)
+    assert path == models / sat_t_checkpoint.with_suffix(".int8.onnx").name
+    assert OnnxScorer(path, precision="int8").spec.name == "SAT_T_2s"
+    assert path.with_name(path.name + ".version").read_text() == f"{addon.__version__}\n"
+    assert not path.with_suffix("").with_suffix(".onnx").exists()  # float32 is not made
 
 
 def test_onnx_export_failure_is_one_line(tmp_path, supervisor, capfd):

@@ -90,7 +90,7 @@ def test_tag_json(noise_wav: Path, sat_t_checkpoint: Path) -> None:
         ("wav", ["models", "path", "SAT_T_3s"], r"unknown model 'SAT_T_3s'; did you mean"),
         ("wav", ["tag", "{f}", "-c", "-1"], r"argument -c/--chunk-length: must be positive"),
         ("wav", ["tag"], r"the following arguments are required: FILE \(see `sat-audio tag"),
-        ("wav", ["models", "fetch"], r"argument action: invalid choice: 'fetch'"),
+        ("wav", ["models", "fetch"], r"argument ACTION: invalid choice: 'fetch'"),
         ("wav", [], r"the following arguments are required: COMMAND"),
         (
             "wav",
@@ -134,6 +134,8 @@ def test_models_and_labels(tmp_path: Path) -> None:
     assert all("not downloaded" in line for line in listing[1:])
     path = sat_audio("models", "path", "SAT_T_1s", "--model-dir", str(tmp_path)).stdout.strip()
     assert path == str(tmp_path / "SAT_T_stream1s_mAP_40_11.pt")
+    flag_first = sat_audio("models", "path", "--model-dir", str(tmp_path), "SAT_T_1s")
+    assert flag_first.stdout.strip() == path
     assert sat_audio("labels", "doorbell").stdout.split() == ["355", "/m/03wwcy", "Doorbell"]
     assert len(sat_audio("labels").stdout.splitlines()) == 527
 

@@ -53,7 +53,17 @@ CORPUS = [
         "model misspelt key",
         "model: {chunk_length: 1.0}",
         "model.chunk_length: unknown key 'chunk_length'; did you mean 'chunk_seconds'? "
-        "expected one of name, dir, chunk_seconds, threads, backend",
+        "expected one of name, dir, chunk_seconds, threads, backend, precision",
+    ),
+    (
+        "model precision",
+        "model: {backend: onnx, precision: int4}",
+        "model.precision: expected one of float32, int8, got 'int4'",
+    ),
+    (
+        "model int8 on torch",
+        "model: {precision: int8}",
+        "model.precision: int8 needs backend: onnx (torch runs float32 only)",
     ),
     (
         "model name typo",

@@ -1,5 +1,6 @@
 """The light runtime: `sat-audio models export-onnx`, onnxruntime scores within 1e-4 of torch,
-and a listener on model.backend onnx that never imports torch."""
+int8 weights within 0.02 of float32, and a listener on model.backend onnx that never imports
+torch."""
 
 import json
 import os
@@ -36,6 +37,13 @@ from tests.checkpoints import fire_label, random_model, save_upstream, upstream_
 from tests.test_listener import file_source, make_wav, write_config
 
 TOLERANCE = 1e-4
+INT8_TOLERANCE = 0.02
+"""model.precision int8 against float32: random_exported's model moves by up to 0.011."""
+
+
+def export_by_cli(checkpoint: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "sat_audio", "models", "export-onnx", *flags, str(checkpoint)]
+    return subprocess.run(command, capture_output=True, text=True, check=True)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +52,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     model = fire_label(random_model("SAT_T_2s", seed=2), find("Bark").index, logit=3.0)
     folder = tmp_path_factory.mktemp("onnx")
     checkpoint = save_upstream(model, folder / upstream_name("SAT_T_2s"))
-    out = subprocess.run(
-        [sys.executable, "-m", "sat_audio", "models", "export-onnx", str(checkpoint)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    onnx_file = Path(out.stdout.strip().splitlines()[-1])
+    onnx_file = Path(export_by_cli(checkpoint).stdout.strip().splitlines()[-1])
     assert onnx_file == checkpoint.with_suffix(".onnx") and onnx_file.stat().st_size > 1e6
     return checkpoint, onnx_file
 
@@ -95,6 +97,71 @@ def test_onnx_scores_like_torch_over_a_stream(
     assert ref.shape == got.shape and len(ref) >= 10
     assert np.abs(got - ref).max() < TOLERANCE
     assert np.abs(ref - ref.mean(axis=0)).max() > 100 * TOLERANCE  # the scores do move
+
+
+@pytest.fixture(scope="module")
+def int8_exported(random_exported: tuple[Path, Path]) -> Path:
+    """random_exported's checkpoint with int8 weights, made by the CLI beside its float32 one."""
+    checkpoint, _ = random_exported
+    out = export_by_cli(checkpoint, "--precision", "int8")
+    path = Path(out.stdout.strip().splitlines()[-1])
+    assert path == checkpoint.with_suffix(".int8.onnx")
+    assert "pre-processing" not in out.stderr  # the quantizer's advice is not the user's to take
+    return path
+
+
+@pytest.mark.parametrize("chunk_s", [2.0, 0.16])
+def test_int8_scores_near_float32_over_a_stream(
+    random_exported: tuple[Path, Path], int8_exported: Path, chunk_s: float
+) -> None:
+    """Two streams in one pass, as a listener runs them: the int8 graph quantizes each pass's
+    activations with one scale, so a stream's scores also depend on the other's, within the
+    bound. The bound is tight enough to fail a result one chunk late."""
+    waves = {"a": audio(12.0, 1), "b": 1e-2 * audio(12.0, 2)}
+    results = []
+    for scorer in (OnnxScorer(random_exported[1]), OnnxScorer(int8_exported, precision="int8")):
+        engine = Engine(scorer, chunk_s, list(waves))
+        for name, wave in waves.items():
+            engine.feed(name, wave)
+        got = engine.drain()
+        results.append(np.stack([[r.scores for r in got if r.stream == n] for n in waves]))
+    f32, q8 = results  # (stream, chunk, class)
+    assert f32.shape[1] >= 6
+    deviation = np.abs(q8 - f32).max()
+    assert 1e-5 < deviation < INT8_TOLERANCE, deviation  # int8 indeed, and close
+    assert np.abs(q8[:, 1:] - f32[:, :-1]).max() > INT8_TOLERANCE  # one chunk late: caught
+
+
+def test_int8_keeps_the_front_end_and_the_classifier_in_float32(
+    random_exported: tuple[Path, Path], int8_exported: Path
+) -> None:
+    """The blocks' products run on int8 weights; the mel filterbank, the patch embedding and the
+    classifier stay float32. onnxruntime turns every Gemm into a MatMul (of the weight transposed)
+    before it quantizes, under a new name: the export must exclude the classifier's by that."""
+    import onnx
+
+    graph = onnx.load(int8_exported).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("MatMulInteger") == 2 + 3 * 12  # the first block's q and kv; proj, MLP
+    assert ops.count("QAttention") == 11
+    floats = {node.input[1] for node in graph.node if node.op_type in ("MatMul", "Gemm")}
+    assert floats == {"mel_filterbank", "patch_weight", "outputlayer.1.weight_Transposed"}
+    assert int8_exported.stat().st_size < 0.35 * random_exported[1].stat().st_size
+
+
+def test_a_file_of_the_other_precision_is_one_clear_error(
+    tmp_path: Path, random_exported: tuple[Path, Path], int8_exported: Path
+) -> None:
+    export = "`sat-audio models export-onnx --precision int8`"
+    with pytest.raises(
+        SatAudioError,
+        match=f"holds float32 weights, model.precision is int8; make the int8 export with {export}",
+    ):
+        OnnxScorer(random_exported[1], precision="int8")
+    with pytest.raises(SatAudioError, match=r"holds int8 weights, model\.precision is float32"):
+        OnnxScorer(int8_exported)
+    with pytest.raises(SatAudioError, match=f"not found; make it with {export}"):
+        OnnxScorer(tmp_path / "missing.int8.onnx", precision="int8")
 
 
 def test_reset_returns_an_onnx_stream_to_silence(random_exported: tuple[Path, Path]) -> None:
@@ -197,7 +264,7 @@ def test_the_runtime_primes_the_memory_through_the_graph(
 
     checkpoint, onnx_file = random_exported
     keys = {entry.key for entry in onnx.load(onnx_file).metadata_props}
-    assert keys == {"sat_audio.format", "sat_audio.spec"}
+    assert keys == {"sat_audio.format", "sat_audio.precision", "sat_audio.spec"}
     model = load_model(str(checkpoint))
     with torch.inference_mode():
         first, *kv = FastPiece(model).state_from_memory(model.silence_memory(1))
@@ -248,7 +315,11 @@ def test_an_export_of_another_format_asks_for_a_new_one(
 
 def test_onnx_path_sits_beside_the_checkpoint(tmp_path: Path) -> None:
     assert onnx_path("SAT_T_2s", tmp_path) == tmp_path / "SAT_T_stream2s_mAP_43_34.onnx"
+    int8 = tmp_path / "SAT_T_stream2s_mAP_43_34.int8.onnx"
+    assert onnx_path("SAT_T_2s", tmp_path, "int8") == int8
     assert onnx_path(str(tmp_path / "x.pt")) == tmp_path / "x.onnx"
+    assert onnx_path(str(tmp_path / "x.pt"), precision="int8") == tmp_path / "x.int8.onnx"
+    assert onnx_path(str(tmp_path / "mine.onnx"), precision="int8") == tmp_path / "mine.onnx"
     with pytest.raises(SatAudioError, match="not the URL"):
         onnx_path("https://example.com/x.pt")
 
@@ -259,11 +330,22 @@ def test_config_accepts_onnx_and_names_a_bad_backend() -> None:
         parse_config({"model": {"backend": "tflite"}})
 
 
+def test_config_takes_int8_on_onnx_only() -> None:
+    model = parse_config({"model": {"backend": "onnx", "precision": "int8"}}).model
+    assert (model.precision, model.runtime) == ("int8", "onnx int8")
+    assert parse_config({}).model.precision == "float32"
+    with pytest.raises(ConfigError, match=r"^model.precision: int8 needs backend: onnx"):
+        parse_config({"model": {"precision": "int8"}})
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
 def test_listener_on_onnx_detects_events_without_importing_torch_or_reporting_usage(
-    tmp_path: Path, exported: tuple[Path, Path]
+    tmp_path: Path, exported: tuple[Path, Path], precision: str
 ) -> None:
     """onnxruntime's own usage reports (a device id and an event queue in the cache) stay off."""
     checkpoint, _ = exported
+    if precision == "int8":
+        export_by_cli(checkpoint, "--precision", "int8")
     home = tmp_path / "home"
     home.mkdir()
     env = {
@@ -272,7 +354,7 @@ def test_listener_on_onnx_detects_events_without_importing_torch_or_reporting_us
     wav = make_wav(tmp_path / "a.wav", "__XX__X_")
     config = write_config(tmp_path, checkpoint, [file_source(wav, realtime=False, name="a")])
     data = yaml.safe_load(config.read_text())
-    data["model"]["backend"] = "onnx"
+    data["model"] |= {"backend": "onnx", "precision": precision}
     config.write_text(yaml.safe_dump(data))
     run = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "sat_audio", "run", "-c", str(config)],
@@ -289,4 +371,5 @@ def test_listener_on_onnx_detects_events_without_importing_torch_or_reporting_us
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     got = sorted((p["type"], p["duration_s"]) for p in lines)
     assert got == [("end", 1.0), ("end", 2.0), ("start", 0.0), ("start", 0.0)]
-    assert "sat_audio.listener: model SAT_T_2s on onnx, " in run.stderr
+    runtime = "onnx" if precision == "float32" else "onnx int8"
+    assert f"sat_audio.listener: model SAT_T_2s on {runtime}, " in run.stderr

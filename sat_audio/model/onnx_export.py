@@ -28,6 +28,7 @@ import torch
 from sat_audio.errors import SatAudioError
 from sat_audio.model.fast import FastPiece
 from sat_audio.model.frontend import mel_filterbank
+from sat_audio.model.onnx_int8 import quantize_int8
 from sat_audio.model.onnx_runtime import FORMAT
 from sat_audio.model.sat import AudioTransformer, Block
 from sat_audio.model.shapes import FREQ_ROWS, N_CLASSES, N_FFT, PATCH, TOP_DB
@@ -242,8 +243,10 @@ def state_names(depth: int, prefix: str = "") -> list[str]:
     return [prefix + n for n in ("state_0", *(f"past_{i}" for i in range(1, depth)))]
 
 
-def export_onnx(model: AudioTransformer, path: Path) -> Path:
-    """Write the model's streaming graph to path, through a temp file renamed when complete."""
+def export_onnx(model: AudioTransformer, path: Path, precision: str = "float32") -> Path:
+    """Write the model's streaming graph to path, through a temp file renamed when complete.
+
+    precision int8 writes it with int8 weights in its blocks (model/onnx_int8.py)."""
     try:
         import onnx
     except ImportError as err:
@@ -254,10 +257,17 @@ def export_onnx(model: AudioTransformer, path: Path) -> Path:
         )
     with torch.no_grad():
         proto = build_graph(model, FastPiece(model))
-    meta = {"sat_audio.format": FORMAT, "sat_audio.spec": json.dumps(asdict(model.spec))}
+    meta = {
+        "sat_audio.format": FORMAT,
+        "sat_audio.precision": precision,
+        "sat_audio.spec": json.dumps(asdict(model.spec)),
+    }
     onnx.helper.set_model_props(proto, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    onnx.save(proto, tmp)
+    if precision == "int8":
+        quantize_int8(proto, tmp)
+    else:
+        onnx.save(proto, tmp)
     tmp.replace(path)
     return path

@@ -30,8 +30,10 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 if TYPE_CHECKING:
     import onnxruntime
 
-FORMAT = "5"
+FORMAT = "6"
 """The graph's inputs and metadata as model/onnx_export.py writes them; bumped when they change."""
+SUFFIX = {"float32": ".onnx", "int8": ".int8.onnx"}
+"""An export's file name ends by its precision: both can sit beside the checkpoint."""
 WINDOW = (N_FFT * (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT))).astype(np.float32)
 """Periodic Hann window, as torch.hann_window, times N_FFT: rfft's norm="forward" divides it out.
 
@@ -88,9 +90,9 @@ def session_options(threads: int) -> "onnxruntime.SessionOptions":
 
 
 class OnnxScorer:
-    """Scores chunks through an exported streaming model."""
+    """Scores chunks through an exported streaming model, of the precision the config names."""
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, precision: str = "float32") -> None:
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -98,10 +100,10 @@ class OnnxScorer:
                 "model.backend onnx needs onnxruntime: pip install 'sat-audio[onnx]'"
             ) from err
         path = Path(path)
+        flag = "" if precision == "float32" else f" --precision {precision}"
+        export = f"sat-audio models export-onnx{flag}"
         if not path.is_file():
-            raise SatAudioError(
-                f"ONNX model {path} not found; make it with `sat-audio models export-onnx`"
-            )
+            raise SatAudioError(f"ONNX model {path} not found; make it with `{export}`")
         try:
             self.session = ort.InferenceSession(
                 str(path), session_options(threads), providers=["CPUExecutionProvider"]
@@ -110,14 +112,20 @@ class OnnxScorer:
             if meta["sat_audio.format"] != FORMAT:
                 raise ValueError(f"format {meta['sat_audio.format']}, this version reads {FORMAT}")
             self.spec = ModelSpec(**json.loads(meta["sat_audio.spec"]))
+            found = meta["sat_audio.precision"]
             self._inputs = [i.name for i in self.session.get_inputs()]
             self._outputs = [o.name for o in self.session.get_outputs()]
             self._silence = self._silence_state()
         except Exception as err:  # onnxruntime raises its own types for a bad file
             raise SatAudioError(
                 f"{path} is not a SAT Audio ONNX model of this version ({err}); "
-                "re-export it with `sat-audio models export-onnx`"
+                f"re-export it with `{export}`"
             ) from err
+        if found != precision:
+            raise SatAudioError(
+                f"{path} holds {found} weights, model.precision is {precision}; make the "
+                f"{precision} export with `{export}`"
+            )
         release_free_heap()  # the parsed file and the graph before optimisation are gone
         weights_on_huge_pages()
 
@@ -172,18 +180,20 @@ class OnnxScorer:
         return contextlib.nullcontext()
 
 
-def onnx_path(name: str, directory: str | Path | None = None) -> Path:
-    """Where the ONNX export of a model lives: beside its checkpoint, `.onnx` for `.pt`.
+def onnx_path(name: str, directory: str | Path | None = None, precision: str = "float32") -> Path:
+    """Where the ONNX export of a model lives: beside its checkpoint, `.onnx` for `.pt` (int8:
+    `.int8.onnx`).
 
     name is a registry name (its checkpoint in `directory`, $SAT_AUDIO_MODEL_DIR or models/, as
-    checkpoint.model_dir), a checkpoint path, or an .onnx path.
+    checkpoint.model_dir), a checkpoint path, or an .onnx path, which is taken as it is.
     """
     if name in registry():
         chosen = directory or os.environ.get("SAT_AUDIO_MODEL_DIR")
         folder = Path(chosen).expanduser() if chosen else data_dir()
-        return folder / Path(get_spec(name).file).with_suffix(".onnx").name
+        return folder / Path(get_spec(name).file).with_suffix(SUFFIX[precision]).name
     if urlparse(name).scheme in ("http", "https"):
         raise SatAudioError(
             f"model.backend onnx needs a registry name or a local file, not the URL {name}"
         )
-    return Path(name).expanduser().with_suffix(".onnx")
+    path = Path(name).expanduser()
+    return path if path.suffix == ".onnx" else path.with_suffix(SUFFIX[precision])
