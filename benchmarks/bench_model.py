@@ -1,8 +1,9 @@
 """Per-chunk latency, FLOP floor, profile, streams per 2 cores, RSS and RTF of SAT_T models.
 
-Three backends: "reference" (the plain forward, fast=False: the figure before issue 8), "fast"
-(model/fast.py) and "onnx" (onnxruntime, model/onnx_runtime.py). Random weights cost exactly what
-trained ones do. Run from the repository root:
+Four backends: "reference" (the plain forward, fast=False: the figure before issue 8), "fast"
+(model/fast.py), "onnx" (onnxruntime, model/onnx_runtime.py) and "int8" (onnx with
+model.precision int8, model/onnx_int8.py; its floor is float32's too). Random weights cost
+exactly what trained ones do. Run from the repository root:
     .venv/bin/python benchmarks/bench_model.py
 The machine is shared: backends are timed interleaved, chunk by chunk, so their ratios within one
 run are fair even when the absolute figures move with the load.
@@ -30,13 +31,13 @@ from sat_audio import SAMPLE_RATE
 from sat_audio.engine import MAX_BATCH, Engine
 from sat_audio.memory import release_startup_code
 from sat_audio.model.onnx_export import export_onnx
-from sat_audio.model.onnx_runtime import OnnxScorer, power_spectrum, session_options
+from sat_audio.model.onnx_runtime import SUFFIX, OnnxScorer, power_spectrum, session_options
 from sat_audio.model.registry import ModelSpec, get_spec
 from sat_audio.model.sat import AudioTransformer, build_model
 from sat_audio.model.shapes import FREQ_ROWS, N_CLASSES, N_FFT, N_MELS, PATCH, frames_for
 
 CASES = [("SAT_T_2s", 2.0), ("SAT_T_2s", 0.16), ("SAT_T_1s", 1.0)]
-BACKENDS = ("reference", "fast", "onnx")
+BACKENDS = ("reference", "fast", "onnx", "int8")
 VECTOR_UNITS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("asimd", "NEON"))
 """/proc/cpuinfo flags, widest first: what the matmul kernels run on."""
 
@@ -50,9 +51,9 @@ backend, model, chunk_s, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]),
 release = sys.argv[5] == "1"
 from sat_audio.engine import Engine
 from sat_audio.memory import release_free_heap, release_startup_code
-if backend == "onnx":
+if backend in ("onnx", "int8"):
     from sat_audio.model.onnx_runtime import OnnxScorer
-    scorer = OnnxScorer(model)
+    scorer = OnnxScorer(model, precision="int8" if backend == "int8" else "float32")
 else:
     import torch
     from sat_audio.model.checkpoint import load_model
@@ -192,11 +193,18 @@ def make_engines(
     model: AudioTransformer, onnx_file: Path, chunk_s: float, streams: int = 1
 ) -> dict[str, Engine]:
     names = [f"s{i}" for i in range(streams)]
+    threads = torch.get_num_threads()
     return {
         "reference": Engine(model, chunk_s, names, fast=False),
         "fast": Engine(model, chunk_s, names),
-        "onnx": Engine(OnnxScorer(onnx_file, threads=torch.get_num_threads()), chunk_s, names),
+        "onnx": Engine(OnnxScorer(onnx_file, threads), chunk_s, names),
+        "int8": Engine(OnnxScorer(int8_file(onnx_file), threads, "int8"), chunk_s, names),
     }
+
+
+def int8_file(onnx_file: Path) -> Path:
+    """The int8 export main() writes beside each float32 one."""
+    return onnx_file.with_suffix(SUFFIX["int8"])
 
 
 def interleaved(
@@ -537,6 +545,7 @@ def main() -> None:
         for variant in dict.fromkeys(v for v, _ in CASES):
             models[variant] = build_model(get_spec(variant))
             onnx_files[variant] = export_onnx(models[variant], Path(tmp) / f"{variant}.onnx")
+            export_onnx(models[variant], int8_file(onnx_files[variant]), "int8")
         checkpoint = Path(tmp) / get_spec("SAT_T_2s").file  # upstream's name: load_model knows it
         torch.save(models["SAT_T_2s"].state_dict(), checkpoint)
         print(
@@ -556,7 +565,7 @@ def main() -> None:
                 "reference": chunk_flops(model, chunk_s, fast=False),
                 "fast": chunk_flops(model, chunk_s, fast=True),
             }
-            gflops["onnx"] = gflops["fast"]
+            gflops["onnx"] = gflops["int8"] = gflops["fast"]
             for threads in (1, 2):
                 torch.set_num_threads(threads)
                 times, cpu = interleaved(
@@ -594,6 +603,9 @@ def main() -> None:
                 engines = {
                     "fast": Engine(model, chunk_s),
                     "onnx": Engine(OnnxScorer(onnx_files[variant], threads), chunk_s),
+                    "int8": Engine(
+                        OnnxScorer(int8_file(onnx_files[variant]), threads, "int8"), chunk_s
+                    ),
                 }
                 for name, engine in engines.items():
                     warm, cold, idle = alone(engine, args.repeats)
@@ -619,14 +631,15 @@ def main() -> None:
         # the kernel reclaims only pages no other process maps: this one must not hold torch's too
         release_startup_code()
         for name in BACKENDS:
-            model_arg = str(onnx_files["SAT_T_2s"] if name == "onnx" else checkpoint)
+            exports = {"onnx": onnx_files["SAT_T_2s"], "int8": int8_file(onnx_files["SAT_T_2s"])}
+            model_arg = str(exports.get(name, checkpoint))
             for release in (False, True) if name != "reference" else (False,):
                 line, end, peak = streaming_rss(name, model_arg, 2.0, args.rss_seconds, release)
                 print(line)
                 key = "RSS MB" if release or name == "reference" else "RSS kept MB"
                 summary[name][key] = f"{end:.0f}"
                 summary[name]["peak RSS MB"] = f"{peak:.0f}"
-            if name != "reference":  # the streams run on the fast path and onnx only
+            if name != "reference":  # the reference runs no streams
                 for key, engine in (("", name), (" one pass", f"{name} in one pass")):
                     found = capacity.get(engine)
                     summary[name][f"streams/2 cores{key}"] = f"{found:.0f}" if found else "not run"
@@ -638,6 +651,7 @@ def main() -> None:
                 "reference": lambda: Engine(model, 2.0, fast=False),
                 "fast": lambda: Engine(model, 2.0),
                 "onnx": lambda n=threads: Engine(OnnxScorer(onnx_file, threads=n), 2.0),
+                "int8": lambda n=threads: Engine(OnnxScorer(int8_file(onnx_file), n, "int8"), 2.0),
             }
             rtf = {name: engine_rtf(make, args.rtf_seconds) for name, make in makers.items()}
             print(
