@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from sat_audio import __version__
-from sat_audio.config import PRECISIONS
+from sat_audio import PRECISIONS, __version__
 from sat_audio.errors import SatAudioError
 
 DEFAULT_MODEL = "SAT_T_2s"
