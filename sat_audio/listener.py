@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from types import FrameType
 
 from sat_audio.config import Config
@@ -183,17 +184,11 @@ class Listener:
                 if n == 0 and st.source.finished:
                     st.finished = True
                     log.info("source %s finished", name)
-                    self._process(engine.flush(name) if self.listening else [])
+                    self._process(
+                        self._timed(partial(engine.flush, name)) if self.listening else []
+                    )
                     self._end_open(st)
-            started = time.perf_counter()
-            results = engine.drain()
-            if results:
-                # how long scoring takes here, the figure benchmarks/bench_listener.py reports
-                log.debug(
-                    "scored %d chunk(s) in %.2f ms",
-                    len(results),
-                    (time.perf_counter() - started) * 1000,
-                )
+            results = self._timed(engine.drain)
             self._process(results)
             if results and not self._settled:
                 # once: the heap start-up freed, and code only the first chunk ran (0.7 MB of
@@ -205,6 +200,22 @@ class Listener:
             if all(st.finished for st in self._streams.values()):
                 log.info("every source has ended; stopping")
                 return
+
+    @staticmethod
+    def _timed(score: Callable[[], list[ChunkResult]]) -> list[ChunkResult]:
+        """Score, and log how long it took: the figure benchmarks/bench_listener.py reports.
+
+        Both ways of scoring pass here, since a source's flush also drains the other streams.
+        """
+        started = time.perf_counter()
+        results = score()
+        if results:
+            log.debug(
+                "scored %d chunk(s) in %.2f ms",
+                len(results),
+                (time.perf_counter() - started) * 1000,
+            )
+        return results
 
     def _process(self, results: list[ChunkResult]) -> None:
         now = time.monotonic()

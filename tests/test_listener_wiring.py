@@ -4,6 +4,8 @@ A scripted source and a recording publisher stand in for the ends (the real ones
 to end in test_listener.py); the model, engine and rules are the real ones.
 """
 
+import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +75,22 @@ class Recorder(Publisher):
 
     def of(self, kind: str) -> list:
         return [v for k, v in list(self.calls) if k == kind]
+
+
+class QueuedSource(Source):
+    """Finite audio queued before the listener's first read: "done" ends at once, "two" has
+    two 0.5 s chunks waiting and then stays open."""
+
+    kind = "mic"
+
+    def _prepare(self) -> None:
+        if self.name == "done":
+            self._finish()
+        else:
+            self._emit(np.full(16000, 0.1, np.float32))
+
+    def _run(self) -> None:
+        self._stop.wait()
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +202,34 @@ def test_start_up_memory_goes_back_when_started_and_after_the_first_chunk(
         stop.set()
         thread.join(30)
     assert released == [("code", 0), ("heap", 1), ("code", 1)]
+
+
+def test_every_chunk_scored_is_timed_once_also_when_another_source_ends(
+    monkeypatch: pytest.MonkeyPatch, bark_checkpoint: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ending source's flush scores the other stream's queued chunks: those are timed too
+    (bench_listener.py --chunk-times counts on it)."""
+    monkeypatch.setattr(listener_mod, "open_source", QueuedSource)
+    caplog.set_level(logging.DEBUG, logger=listener_mod.__name__)
+    config = parse_config(
+        {
+            "listener": {"id": "wiring"},
+            "model": {"name": str(bark_checkpoint), "chunk_seconds": 0.5},
+            "sources": [{"name": "two", "kind": "mic"}, {"name": "done", "kind": "mic"}],
+        }
+    )
+    lst = Listener(config, publisher=Recorder())
+    stop = threading.Event()
+    thread = threading.Thread(target=lst.run, args=(stop,))
+    thread.start()
+    try:
+        _wait(lambda: lst.chunks >= 2)
+        time.sleep(0.3)  # a few more turns: nothing else arrives
+    finally:
+        stop.set()
+        thread.join(30)
+    assert "source done finished" in caplog.text
+    timed = re.findall(r"scored (\d+) chunk\(s\) in ([0-9.]+) ms", caplog.text)
+    assert lst.chunks == 2
+    assert sum(int(n) for n, _ in timed) == lst.chunks
+    assert all(float(ms) > 0 for _, ms in timed)
