@@ -38,6 +38,7 @@ from sat_audio.model.shapes import FREQ_ROWS, N_CLASSES, N_FFT, N_MELS, PATCH, f
 
 CASES = [("SAT_T_2s", 2.0), ("SAT_T_2s", 0.16), ("SAT_T_1s", 1.0)]
 BACKENDS = ("reference", "fast", "onnx", "int8")
+ONNX_BACKENDS = ("onnx", "int8")
 VECTOR_UNITS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("asimd", "NEON"))
 """/proc/cpuinfo flags, widest first: what the matmul kernels run on."""
 
@@ -197,14 +198,20 @@ def make_engines(
     return {
         "reference": Engine(model, chunk_s, names, fast=False),
         "fast": Engine(model, chunk_s, names),
-        "onnx": Engine(OnnxScorer(onnx_file, threads), chunk_s, names),
-        "int8": Engine(OnnxScorer(int8_file(onnx_file), threads, "int8"), chunk_s, names),
+        **{b: Engine(onnx_scorer(onnx_file, b, threads), chunk_s, names) for b in ONNX_BACKENDS},
     }
 
 
 def int8_file(onnx_file: Path) -> Path:
     """The int8 export main() writes beside each float32 one."""
     return onnx_file.with_suffix(SUFFIX["int8"])
+
+
+def onnx_scorer(onnx_file: Path, backend: str, threads: int) -> OnnxScorer:
+    """The float32 export for "onnx", the int8 one beside it for "int8"."""
+    if backend == "int8":
+        return OnnxScorer(int8_file(onnx_file), threads, "int8")
+    return OnnxScorer(onnx_file, threads)
 
 
 def interleaved(
@@ -602,10 +609,10 @@ def main() -> None:
                 torch.set_num_threads(threads)
                 engines = {
                     "fast": Engine(model, chunk_s),
-                    "onnx": Engine(OnnxScorer(onnx_files[variant], threads), chunk_s),
-                    "int8": Engine(
-                        OnnxScorer(int8_file(onnx_files[variant]), threads, "int8"), chunk_s
-                    ),
+                    **{
+                        b: Engine(onnx_scorer(onnx_files[variant], b, threads), chunk_s)
+                        for b in ONNX_BACKENDS
+                    },
                 }
                 for name, engine in engines.items():
                     warm, cold, idle = alone(engine, args.repeats)
@@ -630,8 +637,8 @@ def main() -> None:
         )
         # the kernel reclaims only pages no other process maps: this one must not hold torch's too
         release_startup_code()
+        exports = {"onnx": onnx_files["SAT_T_2s"], "int8": int8_file(onnx_files["SAT_T_2s"])}
         for name in BACKENDS:
-            exports = {"onnx": onnx_files["SAT_T_2s"], "int8": int8_file(onnx_files["SAT_T_2s"])}
             model_arg = str(exports.get(name, checkpoint))
             for release in (False, True) if name != "reference" else (False,):
                 line, end, peak = streaming_rss(name, model_arg, 2.0, args.rss_seconds, release)
@@ -650,8 +657,10 @@ def main() -> None:
             makers: dict[str, Callable[[], Engine]] = {
                 "reference": lambda: Engine(model, 2.0, fast=False),
                 "fast": lambda: Engine(model, 2.0),
-                "onnx": lambda n=threads: Engine(OnnxScorer(onnx_file, threads=n), 2.0),
-                "int8": lambda n=threads: Engine(OnnxScorer(int8_file(onnx_file), n, "int8"), 2.0),
+                **{
+                    b: lambda b=b, n=threads: Engine(onnx_scorer(onnx_file, b, n), 2.0)
+                    for b in ONNX_BACKENDS
+                },
             }
             rtf = {name: engine_rtf(make, args.rtf_seconds) for name, make in makers.items()}
             print(
