@@ -20,6 +20,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.waiting import PATIENCE_S, deadline
+
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 
@@ -49,7 +51,10 @@ class Certs:
 
 def _openssl(*args: str | Path) -> None:
     subprocess.run(
-        [require_tool("openssl"), *map(str, args)], check=True, capture_output=True, timeout=60
+        [require_tool("openssl"), *map(str, args)],
+        check=True,
+        capture_output=True,
+        timeout=PATIENCE_S,
     )
 
 
@@ -125,15 +130,15 @@ class Broker:
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self) -> None:
         assert self.proc is None, "broker already running"
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [require_tool(MOSQUITTO), "-c", str(self.conf)], stdout=log, stderr=log
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        end = deadline()
+        while time.monotonic() < end:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited at start:\n{self.log()}")
             try:
@@ -141,14 +146,14 @@ class Broker:
                 return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not accept connections in {timeout} s:\n{self.log()}")
+        raise RuntimeError(f"mosquitto accepted no connection:\n{self.log()}")
 
     def stop(self, *, kill: bool = False) -> None:
         """SIGTERM (clean, saves persistence) or SIGKILL (a crash)."""
         if self.proc is None:
             return
         self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=PATIENCE_S)
         self.proc = None
 
     def restart(self, *, kill: bool = False) -> None:
@@ -216,10 +221,10 @@ class Subscriber:
             self.messages.append(Message(msg.topic, msg.payload, msg.retain, time.time()))
             self._cond.notify_all()
 
-    def start(self, timeout: float = 10.0) -> "Subscriber":
+    def start(self) -> "Subscriber":
         self.client.connect(self.broker.host, self.broker.port)
         self.client.loop_start()
-        assert self.connected.wait(timeout), "test subscriber could not connect"
+        assert self.connected.wait(PATIENCE_S), "test subscriber could not connect"
         return self
 
     def stop(self) -> None:
@@ -234,23 +239,23 @@ class Subscriber:
         found = self.on(topic)
         return found[-1] if found else None
 
-    def wait_for(self, check: Callable[[], Any], timeout: float, what: str = "") -> Any:
-        """Wait until check() is truthy; fail with what was received otherwise."""
-        deadline = time.monotonic() + timeout
+    def wait_for(self, check: Callable[[], Any], what: str = "") -> Any:
+        """Wait until check() is truthy; fail with what was received if it never is."""
+        end = deadline()
         with self._cond:
             while True:
                 result = check()
                 if result:
                     return result
-                left = deadline - time.monotonic()
+                left = end - time.monotonic()
                 if left <= 0:
                     seen = [(m.topic, m.payload[:80]) for m in self.messages[-30:]]
                     raise AssertionError(f"timed out waiting for {what or check}; got {seen}")
                 self._cond.wait(min(left, 0.2))
 
-    def wait_text(self, topic: str, text: str, timeout: float = 20.0) -> Message:
+    def wait_text(self, topic: str, text: str) -> Message:
         def check() -> Message | None:
             last = self.last(topic)
             return last if last is not None and last.text == text else None
 
-        return self.wait_for(check, timeout, f"{topic} = {text}")
+        return self.wait_for(check, f"{topic} = {text}")

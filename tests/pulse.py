@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-START_TIMEOUT_S = 15.0
+from tests.waiting import PATIENCE_S, deadline
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -85,11 +86,13 @@ class PulseServer:
             self.proc = subprocess.Popen(
                 cmd, env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
+        end = deadline()
+        while time.monotonic() < end:
             if self.proc.poll() is not None:
                 break
-            done = subprocess.run(["pactl", "info"], env=self.env, capture_output=True, timeout=5)
+            done = subprocess.run(
+                ["pactl", "info"], env=self.env, capture_output=True, timeout=PATIENCE_S
+            )
             if done.returncode == 0:
                 return
             time.sleep(0.1)
@@ -115,7 +118,9 @@ class PulseServer:
 
     def pactl(self, *args: str) -> None:
         """Run a pactl command against this server; fail loudly if it fails."""
-        done = subprocess.run(["pactl", *args], env=self.env, capture_output=True, timeout=10)
+        done = subprocess.run(
+            ["pactl", *args], env=self.env, capture_output=True, timeout=PATIENCE_S
+        )
         if done.returncode != 0:
             raise RuntimeError(f"pactl {' '.join(args)}: {done.stderr.decode().strip()}")
 
@@ -166,11 +171,11 @@ class Reports:
         for line in self.proc.stdout:
             self.lines.append(json.loads(line))
 
-    def wait_for(self, what: str, test: Callable[[dict], bool], timeout: float) -> dict:
+    def wait_for(self, what: str, test: Callable[[dict], bool]) -> dict:
         """The first report after the last one returned for which test() holds."""
-        deadline = time.monotonic() + timeout
+        end = deadline()
         seen = self._cursor
-        while time.monotonic() < deadline:
+        while time.monotonic() < end:
             batch = self.lines[seen:]
             for i, report in enumerate(batch, seen):
                 if "start_error" in report:
@@ -192,11 +197,11 @@ class Reports:
         assert self.proc.stdin is not None and self.proc.stderr is not None
         self.proc.stdin.close()
         try:
-            self.proc.wait(20)
+            self.proc.wait(PATIENCE_S)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("capture child did not stop within 20 s") from None
+            raise AssertionError("capture child did not stop") from None
         self._thread.join(5)
         return self.proc.stderr.read()
 

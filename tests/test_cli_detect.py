@@ -16,6 +16,7 @@ from sat_audio.labels import find
 from sat_audio.model.registry import get_spec
 from sat_audio.model.sat import AudioTransformer, build_model
 from tests.checkpoints import save_upstream, upstream_name
+from tests.waiting import PATIENCE_S
 
 RATE = 16000
 LOUD = [(3.0, 7.0), (9.0, 10.0)]  # seconds of noise in 12 s of digital silence
@@ -157,7 +158,7 @@ def test_detect_bad_config_is_one_line_exit_2(tmp_path: Path, clip: Path):
         [sys.executable, "-m", "sat_audio", "detect", str(clip), "-c", str(bad)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=PATIENCE_S,
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == (

@@ -23,13 +23,17 @@ from sat_audio.engine import Engine
 from sat_audio.labels import all_labels, find
 from sat_audio.model.checkpoint import load_model
 from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
+from tests.waiting import PATIENCE_S
 
 LINE = re.compile(r"^\[(\d+\.\d+)s\]-\[(\d+\.\d+)s\] Topk-(\d) (.{30}) (\d\.\d{4})$")
 
 
 def sat_audio(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "sat_audio", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "sat_audio", *args],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE_S,
     )
     if check:
         assert result.returncode == 0, result.stderr
@@ -153,7 +157,7 @@ def test_the_cli_runs_without_docstrings() -> None:
             [sys.executable, "-OO", "-m", "sat_audio", *args],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=PATIENCE_S,
         )
         assert result.returncode == 0, result.stderr
         outs.append(result.stdout)
@@ -267,7 +271,7 @@ def test_offline_error_says_what_to_fetch_from_where_to_where(
         [sys.executable, "-m", "sat_audio", *argv],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=PATIENCE_S,
         env=env,
     )
     assert result.returncode == 2

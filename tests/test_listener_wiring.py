@@ -23,6 +23,7 @@ from sat_audio.publish.base import ListeningCallback, Publisher
 from sat_audio.publish.protocol import Payload
 from sat_audio.sources.base import Source, State
 from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
+from tests.waiting import wait_until
 
 
 class ScriptedSource(Source):
@@ -124,11 +125,8 @@ def _start(
     return lst, rec, stop, thread
 
 
-def _wait(check, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+def _wait(check) -> None:
+    wait_until(check, "the listener's turn")
 
 
 def test_source_health_changes_republish_info_at_a_limited_rate(

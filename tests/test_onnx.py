@@ -35,6 +35,7 @@ from sat_audio.model.onnx_runtime import (
 from sat_audio.model.shapes import HOP, N_FFT, PATCH
 from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
 from tests.test_listener import file_source, make_wav, write_config
+from tests.waiting import PATIENCE_S
 
 TOLERANCE = 1e-4
 INT8_TOLERANCE = 0.02
@@ -360,7 +361,7 @@ def test_listener_on_onnx_detects_events_without_importing_torch_or_reporting_us
         [sys.executable, "-X", "importtime", "-m", "sat_audio", "run", "-c", str(config)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=PATIENCE_S,
         env={**env, "HOME": str(home)},
     )
     assert run.returncode == 0, run.stderr[-3000:]

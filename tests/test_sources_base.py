@@ -14,6 +14,7 @@ from sat_audio.errors import SatAudioError
 from sat_audio.sources import open_source
 from sat_audio.sources.base import Backoff, BlockQueue
 from sat_audio.sources.stdin import StdinSource
+from tests.waiting import wait_until
 
 
 def test_queue_drops_the_oldest_and_counts():
@@ -54,10 +55,7 @@ def test_lagging_consumer_of_a_live_pipe_loses_the_oldest_audio():
         ramp = np.arange(48000, dtype="<f4") / 48000  # every sample distinct
         os.write(write_fd, ramp.tobytes())
         os.close(write_fd)
-        deadline = time.monotonic() + 10
-        while not source._ended:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: source._ended, "the end of the input")
         blocks = []
         while (block := source.read(0)) is not None:
             blocks.append(block)

@@ -12,8 +12,9 @@ from sat_audio.errors import SatAudioError
 from sat_audio.sources import open_source
 from sat_audio.sources.base import Source
 from tests.pulse import peak_hz
+from tests.waiting import PATIENCE_S, deadline
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(2 * PATIENCE_S)
 
 
 def _tone_file(path: Path, seconds: float, rate: int = 44100) -> Path:
@@ -26,9 +27,9 @@ def _tone_file(path: Path, seconds: float, rate: int = 44100) -> Path:
 
 def _read_all(source: Source) -> list[np.ndarray]:
     blocks = []
-    deadline = time.monotonic() + 30
+    end = deadline()
     while not source.finished:
-        assert time.monotonic() < deadline, source.status()
+        assert time.monotonic() < end, source.status()
         block = source.read(0.2)
         if block is not None:
             blocks.append(block)

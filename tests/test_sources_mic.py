@@ -15,8 +15,9 @@ from sat_audio.sources import mic
 from sat_audio.sources.base import RateLimitedLog
 from sat_audio.sources.mic import MicSource
 from tests.pulse import PulseServer, Reports
+from tests.waiting import PATIENCE_S
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(2 * PATIENCE_S)
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def _flowing(r: dict) -> bool:
 
 def test_records_the_played_sine_at_16k(pulse: PulseServer):
     reports = Reports(pulse.capture("default"))
-    r = reports.wait_for("a second of audio", _flowing, 30)
+    r = reports.wait_for("a second of audio", _flowing)
     reports.finish()
     assert r["device_name"] == "default"
     assert r["device_rate"] == 16000  # the ALSA pulse device accepts 16 kHz directly
@@ -46,7 +47,7 @@ def test_plugins_of_unused_alsa_devices_are_unloaded(pulse: PulseServer):
     """PortAudio opens every ALSA device to list them; once capturing, only the open one's
     plugin is still mapped (libasound2-plugins brings a52, jack, oss, upmix, ... here)."""
     reports = Reports(pulse.capture("default"))
-    r = reports.wait_for("a second of audio", _flowing, 30)
+    r = reports.wait_for("a second of audio", _flowing)
     reports.finish()
     assert "libasound_module_pcm_a52.so" in r["plugins_listed"]
     assert r["plugins_mapped"] == ["libasound_module_pcm_pulse.so"]
@@ -57,7 +58,7 @@ def test_native_48k_device_is_resampled(tmp_path: Path):
     """Opened at 48 kHz and resampled: a 6 kHz tone stays at 6 kHz (unresampled it reads 2 kHz)."""
     with PulseServer(tmp_path, frequency=6000, rate=48000) as server:
         reports = Reports(server.capture("default", "--samplerate", "48000"))
-        r = reports.wait_for("a second of audio", _flowing, 30)
+        r = reports.wait_for("a second of audio", _flowing)
         reports.finish()
     assert r["device_rate"] == 48000
     assert abs(r["peak_hz"] - 6000) <= 2
@@ -66,7 +67,7 @@ def test_native_48k_device_is_resampled(tmp_path: Path):
 
 def test_channel_pick_opens_enough_channels(pulse: PulseServer):
     reports = Reports(pulse.capture("pulse", "--channel", "1"))
-    r = reports.wait_for("a second of audio", _flowing, 30)
+    r = reports.wait_for("a second of audio", _flowing)
     reports.finish()
     assert r["device_name"] == "pulse"
     assert r["device_channels"] == 2
@@ -79,17 +80,17 @@ def test_device_by_substring_and_index(pulse: PulseServer):
         env=pulse.env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PATIENCE_S,
     )
     assert listing.returncode == 0, listing.stderr
     rows = [line.split() for line in listing.stdout.splitlines()[1:]]
     index = next(row[0] for row in rows if "default" in row)
     reports = Reports(pulse.capture(index))
-    r = reports.wait_for("audio from the device by index", _flowing, 30)
+    r = reports.wait_for("audio from the device by index", _flowing)
     reports.finish()
     assert r["device_name"] == "default"
     reports = Reports(pulse.capture("PULS"))  # unique, case-insensitive substring of "pulse"
-    r = reports.wait_for("audio from the device by substring", _flowing, 30)
+    r = reports.wait_for("audio from the device by substring", _flowing)
     reports.finish()
     assert r["device_name"] == "pulse"
 
@@ -100,7 +101,7 @@ def test_devices_command_lists_inputs(pulse: PulseServer):
         env=pulse.env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PATIENCE_S,
     )
     assert done.returncode == 0, done.stderr
     header, *rows = done.stdout.splitlines()
@@ -113,7 +114,7 @@ def test_devices_command_lists_inputs(pulse: PulseServer):
 
 def test_missing_device_is_one_line_listing_devices(pulse: PulseServer):
     proc = pulse.capture("no such microphone")
-    out, _ = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=PATIENCE_S)
     assert proc.returncode == 2
     line = out.strip()
     assert "\n" not in line
@@ -124,21 +125,19 @@ def test_missing_device_is_one_line_listing_devices(pulse: PulseServer):
 
 def test_server_loss_reconnects_and_audio_flows_again(pulse: PulseServer):
     reports = Reports(pulse.capture("default"))
-    reports.wait_for("audio before the loss", _flowing, 30)
+    reports.wait_for("audio before the loss", _flowing)
     pulse.kill()
-    lost = reports.wait_for("reconnecting", lambda r: r["state"] == "reconnecting", 30)
+    lost = reports.wait_for("reconnecting", lambda r: r["state"] == "reconnecting")
     assert lost["error"] == "the audio stream stopped (device lost)"
     time.sleep(1.0)  # the server stays down for a while: reopening fails and backs off
     pulse.start()
     back = reports.wait_for(
         "audio after the restart",
         lambda r: r["state"] == "ok" and r["reconnects"] == 1,
-        60,
     )
     after = reports.wait_for(
         "a full second of new audio",
         lambda r: r["samples"] >= back["samples"] + 16000 and r["state"] == "ok",
-        30,
     )
     reports.finish()
     assert abs(after["peak_hz"] - 440) <= 2
@@ -148,12 +147,12 @@ def test_server_loss_reconnects_and_audio_flows_again(pulse: PulseServer):
 def test_silent_device_is_reopened(pulse: PulseServer):
     """A device that stops delivering (suspended source) trips the stall watchdog."""
     reports = Reports(pulse.capture("default"))
-    reports.wait_for("audio before the stall", _flowing, 30)
+    reports.wait_for("audio before the stall", _flowing)
     pulse.pactl("suspend-source", "sine", "1")
-    stalled = reports.wait_for("reconnecting", lambda r: r["state"] == "reconnecting", 30)
+    stalled = reports.wait_for("reconnecting", lambda r: r["state"] == "reconnecting")
     assert "no audio from the device" in stalled["error"]
     pulse.pactl("suspend-source", "sine", "0")
-    back = reports.wait_for("audio again", lambda r: r["state"] == "ok", 60)
+    back = reports.wait_for("audio again", lambda r: r["state"] == "ok")
     reports.finish()
     assert back["reconnects"] == 1
 
