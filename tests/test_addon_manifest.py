@@ -1,9 +1,9 @@
 """The add-on's files against the Supervisor's own rules, re-stated here in a small validator.
 
-The rules follow home-assistant/supervisor (supervisor/addons/validate.py: the manifest and
-build schemas; supervisor/addons/options.py: the option type grammar and how options are checked
-against it). Where the Supervisor only warns (an unknown key, an option without a schema entry),
-these tests fail, because that is always a typo here.
+The rules follow home-assistant/supervisor (supervisor/addons/validate.py: the manifest schema;
+supervisor/addons/options.py: the option type grammar and how options are checked against it).
+Where the Supervisor only warns (an unknown key, an option without a schema entry), these tests
+fail, because that is always a typo here.
 """
 
 import re
@@ -30,9 +30,6 @@ ADDON = ROOT / "addon"
 ARCH_ALL = ("armhf", "armv7", "aarch64", "amd64", "i386")
 RE_SLUG_FIELD = re.compile(r"^[-_.A-Za-z0-9]+$")
 RE_SERVICE = re.compile(r"^(?P<service>mqtt|mysql):(?P<rights>provide|want|need)$")
-RE_DOCKER_IMAGE_BUILD = re.compile(
-    r"^([a-zA-Z\-\.:\d{}]+/)*?([\-\w{}]+)/([\-\w{}]+)(:[\.\-\w{}]+)?$"
-)
 STARTUP = ("initialize", "system", "services", "application", "once")
 BOOT = ("auto", "manual", "manual_only")
 
@@ -93,18 +90,6 @@ MANIFEST = vol.Schema(
         vol.Optional("schema"): vol.Any(vol.Schema({str: SCHEMA_ELEMENT}), False),
     },
     extra=vol.ALLOW_EXTRA,
-)
-
-BUILD = vol.Schema(
-    {
-        vol.Optional("build_from"): vol.Any(
-            vol.Match(RE_DOCKER_IMAGE_BUILD),
-            vol.Schema({vol.In(ARCH_ALL): vol.Match(RE_DOCKER_IMAGE_BUILD)}),
-        ),
-        vol.Optional("squash"): vol.Boolean(),
-        vol.Optional("args"): vol.Schema({str: str}),
-        vol.Optional("labels"): vol.Schema({str: str}),
-    }
 )
 
 TRANSLATION_FIELD = vol.Schema(
@@ -197,11 +182,6 @@ def validate_options(schema: dict[str, Any], options: dict[str, Any]) -> dict[st
 @pytest.fixture(scope="module")
 def manifest() -> dict[str, Any]:
     return yaml.safe_load((ADDON / "config.yaml").read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def build() -> dict[str, Any]:
-    return yaml.safe_load((ADDON / "build.yaml").read_text(encoding="utf-8"))
 
 
 # --- the validator itself: it must refuse what the Supervisor refuses ------------------------
@@ -348,15 +328,13 @@ def test_repository_file_lets_the_store_add_this_repository(manifest):
     assert repo["url"] == manifest["url"]
 
 
-# --- build.yaml and Dockerfile --------------------------------------------------------------
+# --- Dockerfile ------------------------------------------------------------------------------
 
 
-def test_build_passes_supervisor_schema(build, manifest):
-    BUILD(build)
-    assert set(build["build_from"]) == set(manifest["arch"])
-    for arch, image in build["build_from"].items():
-        # Debian (glibc): PyTorch has no musl wheels, so the Alpine base images cannot run torch.
-        assert image == f"ghcr.io/home-assistant/{arch}-base-debian:bookworm"
+def test_no_build_yaml():
+    """The Supervisor (2026.04 on) builds with BuildKit from the Dockerfile alone; it still
+    reads a build.yaml, with a deprecation warning, and passes its build_from as BUILD_FROM."""
+    assert not list(ADDON.glob("build.*"))
 
 
 def _dockerfile() -> list[tuple[str, str]]:
@@ -367,36 +345,39 @@ def _dockerfile() -> list[tuple[str, str]]:
     return [(step[0].upper(), step[1]) for step in steps]
 
 
-def test_dockerfile_steps(build):
+def test_dockerfile_steps(manifest):
     steps = _dockerfile()
     args = {a.split("=", 1)[0]: a.split("=", 1)[1].strip('"') for i, a in steps if i == "ARG"}
-    assert args["BUILD_FROM"] == build["build_from"]["amd64"]
-    assert args["TORCH_VERSION"] == build["args"]["TORCH_VERSION"]
+    # Home Assistant's multi-arch Debian base (glibc: onnxruntime and torch have no musl wheels)
+    assert args["BUILD_FROM"] == "ghcr.io/home-assistant/base-debian:trixie"
     assert ("FROM", "${BUILD_FROM}") in steps
     runs = " ".join(a for i, a in steps if i == "RUN")
     for package in ("python3", "python3-venv", "libportaudio2", "libasound2-plugins", "ffmpeg"):
         assert re.search(rf"\s{re.escape(package)}\s", runs), package
     # of the ALSA devices libasound2-plugins configures (PortAudio opens them all), pulse only
     assert "find /etc/alsa/conf.d -name '*.conf' ! -name 50-pulseaudio.conf -delete" in runs
-    assert 'https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"' in runs
-    assert args["BUILD_VERSION"] == sat_audio.__version__  # the Supervisor passes the same
-    assert "${BUILD_VERSION}.tar.gz" in args["SAT_AUDIO_PACKAGE"]
-    assert args["SAT_AUDIO_PACKAGE"].startswith("sat-audio[onnx] @ " + yaml.safe_load(
-        (ADDON / "config.yaml").read_text("utf-8"))["url"])  # fmt: skip
+    # No torch unless asked for, then from the index given (PyTorch's CPU builds by default).
+    assert (args["TORCH_PACKAGE"], args["TORCH_INDEX"]) == (
+        "",
+        "https://download.pytorch.org/whl/cpu",
+    )
+    assert 'if [ -n "${TORCH_PACKAGE}" ]; then' in runs
+    assert 'pip install --index-url "${TORCH_INDEX}" "${TORCH_PACKAGE}"' in runs
+    # The listener from the one wheel in the build context, mounted for that step only; nothing
+    # of this project's from the network (no URL in a step that could fetch one).
+    install = next(a for i, a in steps if i == "RUN" and "sat_audio-*.whl" in a)
+    assert install.startswith("--mount=type=bind,target=/tmp/context ")
+    assert "set -- /tmp/context/wheels/sat_audio-*.whl" in install
+    assert 'pip install "$1" && sat-audio --version' in " ".join(install.split())
+    assert not re.search(r"https?://", " ".join(a for i, a in steps if i in {"RUN", "ADD"}))
+    # pip's CA bundle, when a proxy needs one, as a secret: it never becomes part of a layer
+    assert "--mount=type=secret,id=pip_ca " in install
+    assert "export PIP_CERT=/run/secrets/pip_ca" in install
+    (labels,) = [a for i, a in steps if i == "LABEL"]
+    assert 'io.hass.type="addon"' in labels
+    assert f'org.opencontainers.image.source="{manifest["url"]}"' in labels
     (health,) = [a for i, a in steps if i == "HEALTHCHECK"]
     assert health.endswith('CMD ["sat-audio", "health"]')
-
-
-def test_torch_pin_is_one_the_package_accepts(build):
-    from packaging.requirements import Requirement
-
-    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    spec = next(
-        Requirement(line.strip().strip('",'))
-        for line in pyproject.splitlines()
-        if line.strip().startswith('"torch')
-    )
-    assert spec.specifier.contains(build["args"]["TORCH_VERSION"])
 
 
 def test_scripts_call_real_subcommands():
@@ -404,6 +385,48 @@ def test_scripts_call_real_subcommands():
     assert run.splitlines()[-1] == "exec sat-audio addon"
     (subcommands,) = [action for action in build_parser()._actions if action.dest == "command"]
     assert {"addon", "health"} <= set(subcommands.choices)
+
+
+def make_local_addon(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [ROOT / "scripts" / "make-local-addon", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_local_addon_folder(tmp_path, manifest):
+    """scripts/make-local-addon: every file of the add-on and the wheel, without the image key,
+    so the Supervisor builds it on the device from /addons."""
+    wheel = tmp_path / "sat_audio-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"a wheel")  # only copied here; scripts/build-addon-image builds a real one
+    (tmp_path / "out" / "sat_audio" / "wheels").mkdir(parents=True)
+    (tmp_path / "out" / "sat_audio" / "wheels" / "sat_audio-0.0.9-py3-none-any.whl").touch()
+    done = make_local_addon("--wheel", wheel, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out" / "sat_audio"
+    assert done.stdout == f"{folder}\n"
+    local = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    assert local == {key: value for key, value in manifest.items() if key != "image"}
+    MANIFEST(local)
+    # the one wheel the Dockerfile's step accepts (an older run's is gone)
+    assert [p.name for p in (folder / "wheels").iterdir()] == [wheel.name]
+    assert (folder / "wheels" / wheel.name).read_bytes() == b"a wheel"
+    for path in ADDON.rglob("*"):
+        if path.is_file() and path.relative_to(ADDON).parts[0] != "wheels":
+            copy = folder / path.relative_to(ADDON)
+            assert copy.read_bytes() == path.read_bytes() or path.name == "config.yaml", copy
+            assert copy.stat().st_mode & 0o111 == path.stat().st_mode & 0o111, copy
+
+
+@pytest.mark.parametrize("name", ["torch-2.13.0-cp311-none-any.whl", "missing/sat_audio-1.whl"])
+def test_local_addon_refuses_what_is_not_our_wheel(tmp_path, name):
+    if name.startswith("torch"):
+        (tmp_path / name).write_bytes(b"x")
+    done = make_local_addon("--wheel", tmp_path / name, tmp_path / "out")
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"make-local-addon: {tmp_path / name} is not a sat_audio wheel file (sat_audio-*.whl)\n"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_service_scripts_are_executable_and_shellcheck_clean():
