@@ -6,6 +6,7 @@ read the broker's address and credentials. Everything here turns those two into 
 own configuration, with one-line errors that name the option or say what the broker lacks.
 """
 
+import importlib.util
 import json
 import logging
 import math
@@ -159,6 +160,22 @@ def _choice(value: Any, option: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def torch_installed() -> bool:
+    """Whether torch can be imported: the add-on's image leaves it out unless built with it."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _backend(options: Mapping[str, Any]) -> str:
+    backend = _choice(options.get("backend"), "backend", BACKENDS)
+    if backend == "torch" and not torch_installed():
+        raise _fail(
+            "backend",
+            "torch is not in this add-on's image, which runs onnx (an image built with the "
+            "TORCH_PACKAGE build argument has torch)",
+        )
+    return backend
+
+
 def _precision(options: Mapping[str, Any]) -> str:
     precision = _choice(options.get("precision"), "precision", PRECISIONS)
     if precision == "int8" and options.get("backend") != "onnx":
@@ -297,7 +314,7 @@ def options_dict(options: Mapping[str, Any], data_dir: Path = DATA_DIR) -> dict[
             "dir": str(data_dir / "models"),
             "chunk_seconds": _number(options.get("chunk_seconds"), "chunk_seconds", 0.16, 10),
             "threads": _whole(options.get("threads"), "threads", 1, 8),
-            "backend": _choice(options.get("backend"), "backend", BACKENDS),
+            "backend": _backend(options),
             "precision": _precision(options),
         },
         "sources": [_source(options)],

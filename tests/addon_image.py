@@ -7,7 +7,8 @@ that broker and serves a WAV file as a never-ending live stream at real-time pac
 would; the add-on's stream_url option), and in the data folder the options and a SAT_T_2s
 checkpoint whose head always says "Shatter". The run passes when the glass_breaking event's
 start transition arrives over MQTT and the listener, stopped with SIGTERM as the Supervisor stops
-an add-on, exits 0. It prints how long the listener took to its first scored chunk and its memory.
+an add-on, exits 0; in an image without torch, the torch backend is refused with one line. It
+prints how long the listener took to its first scored chunk and its memory.
 
 Run from the repository root (the script does): .venv/bin/python -m tests.addon_image
     --docker-host unix:///path/docker.sock --image IMAGE --work DIR [--backend onnx|torch]
@@ -187,6 +188,20 @@ def log_tail(container: Container, lines: int = 40) -> str:
     return "\n".join(container.logs()[-lines:])
 
 
+def refuses_torch(docker: list[str], image: str, data: Path, supervisor: str) -> None:
+    """The image without torch, told to run torch: one line naming the option, exit 2."""
+    (data / "options.json").write_text(
+        json.dumps(options(f"{supervisor}/audio.wav", "torch")), encoding="utf-8"
+    )
+    done = subprocess.run([*docker, "run", "--rm", "--network", "host", "-v", f"{data}:/data",
+                           "-e", f"SUPERVISOR_TOKEN={TOKEN}", "--entrypoint", "sat-audio", image,
+                           "addon", "--supervisor", supervisor],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    expected = "sat-audio: error: option 'backend': torch is not in this add-on's image"
+    if done.returncode != 2 or not done.stderr.startswith(expected):
+        raise SystemExit(f"backend torch without torch gave {done.returncode}:\n{done.stderr}")
+
+
 def run(args: argparse.Namespace) -> None:
     docker = [args.docker, "-H", args.docker_host]
     data = args.work / "data"
@@ -218,6 +233,8 @@ def run(args: argparse.Namespace) -> None:
         scored = container.first("scored ")
         assert ready is not None and scored is not None, log_tail(container)
         heard = transition["label"]
+        if args.backend == "onnx":
+            refuses_torch(docker, args.image, data, standin.url)
         print(
             f"{args.backend} listener in the image: '{heard}' heard; listening "
             f"{ready - started:.1f} s after the container started, first chunk scored at "

@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -21,7 +21,8 @@ import sat_audio
 from sat_audio import addon
 from sat_audio.cli import build_parser
 from sat_audio.listener import SHUTDOWN_FLUSH_S
-from sat_audio.model.registry import registry
+from sat_audio.model.onnx_runtime import onnx_path
+from sat_audio.model.registry import get_spec, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "addon"
@@ -86,6 +87,7 @@ MANIFEST = vol.Schema(
         vol.Optional("timeout"): vol.All(vol.Coerce(int), vol.Range(min=10, max=300)),
         vol.Optional("audio"): vol.Boolean(),
         vol.Optional("services"): [vol.Match(RE_SERVICE)],
+        vol.Optional("backup_exclude"): [str],
         vol.Optional("options"): dict,
         vol.Optional("schema"): vol.Any(vol.Schema({str: SCHEMA_ELEMENT}), False),
     },
@@ -266,6 +268,27 @@ def test_manifest_identity(manifest):
     # Docker's stop timeout outlasts s6's grace for the listener, which outlasts its MQTT flush.
     grace = re.search(r"S6_SERVICES_GRACETIME=(\d+)", (ADDON / "Dockerfile").read_text("utf-8"))
     assert grace and SHUTDOWN_FLUSH_S < int(grace[1]) / 1000 < manifest["timeout"]
+
+
+def test_backups_leave_out_the_models_only(manifest):
+    """The Supervisor matches each backup_exclude pattern against a file's full path as it sees
+    it (PurePath.match): the downloaded checkpoints, their exports and half-downloads stay out
+    of backups (the next start makes them again), the options do not."""
+    on_host = PurePosixPath("/data/addons/data/local_sat_audio")  # the add-on's /data
+
+    def excluded(path: Path) -> bool:
+        full = on_host / path.relative_to("/data")
+        return any(full.match(pattern) for pattern in manifest["backup_exclude"])
+
+    models = Path(addon.options_dict(manifest["options"], Path("/data"))["model"]["dir"])
+    made = []
+    for name in addon.streaming_models():
+        made += [models / get_spec(name).file, models / f"{get_spec(name).file}.abc123.part"]
+        for precision in sat_audio.PRECISIONS:
+            export = onnx_path(name, models, precision)
+            made += [export, export.with_name(f"{export.name}.version")]
+    assert all(map(excluded, made)), [p for p in made if not excluded(p)]
+    assert not excluded(Path("/data/options.json"))
 
 
 def test_default_options_match_schema(manifest):

@@ -218,14 +218,15 @@ def test_token_comes_from_the_environment(tmp_path, supervisor, monkeypatch):
 
 
 def test_defaults_are_the_listeners_own(tmp_path, supervisor):
-    """Where the add-on and the listener's config.yaml overlap, their defaults agree."""
+    """Where the add-on and the listener's config.yaml overlap, their defaults agree, but for
+    the backend: onnx in the add-on, whose image has no torch."""
     config = load(tmp_path, supervisor)
     listener = parse_config(yaml.safe_load(default_config_text()))
     assert config.detection == listener.detection
     assert config.model.name == listener.model.name
     assert config.model.chunk_seconds == listener.model.chunk_seconds
     assert config.model.threads == listener.model.threads
-    assert config.model.backend == listener.model.backend
+    assert config.model.backend == "onnx"
     assert config.model.precision == listener.model.precision
     assert config.listener.id == listener.listener.id
     assert config.logging == listener.logging
@@ -255,7 +256,7 @@ def test_defaults_are_the_listeners_own(tmp_path, supervisor):
         ({"topic_prefix": "home/sound"}, lambda c: c.mqtt.topic_prefix, "home/sound"),
         ({"listener_id": "kitchen_2"}, lambda c: c.listener.id, "kitchen_2"),
         ({"threads": 4}, lambda c: c.model.threads, 4),
-        ({"backend": "onnx"}, lambda c: c.model.backend, "onnx"),
+        ({"backend": "torch"}, lambda c: c.model.backend, "torch"),
         ({"backend": "onnx", "precision": "int8"}, lambda c: c.model.runtime, "onnx int8"),
         ({"log_level": "debug"}, lambda c: c.logging.level, "debug"),
     ],
@@ -442,7 +443,7 @@ E0 = "option 'events[0] (glass_breaking)"
             "option 'precision': must be one of float32, int8, got 'int4'",
         ),
         (
-            {"precision": "int8"},
+            {"backend": "torch", "precision": "int8"},
             "option 'precision': int8 needs the onnx backend (torch runs float32 only)",
         ),
         (
@@ -457,6 +458,21 @@ def test_bad_option(tmp_path, supervisor, changes, message):
         load(tmp_path, supervisor, **changes)
     assert str(err.value) == message
     assert supervisor.requests == []
+
+
+def test_torch_backend_without_torch(tmp_path, supervisor, monkeypatch):
+    """The add-on's image has no torch: choosing it stops the add-on with one line, before the
+    broker is asked. scripts/build-addon-image shows it in the real image."""
+    monkeypatch.setattr(addon, "torch_installed", lambda: False)
+    assert load(tmp_path, supervisor).model.backend == "onnx"
+    asked = len(supervisor.requests)
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, supervisor, backend="torch")
+    assert len(supervisor.requests) == asked
+    assert str(err.value) == (
+        "option 'backend': torch is not in this add-on's image, which runs onnx (an image built "
+        "with the TORCH_PACKAGE build argument has torch)"
+    )
 
 
 def test_missing_required_option(tmp_path, supervisor):

@@ -174,7 +174,8 @@ def test_addon_listens_publishes_reports_health_and_stops(
     data = tmp_path / "data"
     models = keep_checkpoint(data, shatter_checkpoint)
     health = tmp_path / "health" / "health.json"
-    options = {**DEFAULTS, "log_level": "debug"}
+    # torch, as in an image built with TORCH_PACKAGE; the default, onnx, is the next test's
+    options = {**DEFAULTS, "backend": "torch", "log_level": "debug"}
     with running_addon(tmp_path, data, installed, pulse, options, health) as addon:
         sub, broker = addon.sub, addon.broker
 
