@@ -10,7 +10,6 @@ import importlib.util
 import json
 import logging
 import math
-import multiprocessing
 import os
 import re
 import tempfile
@@ -437,13 +436,14 @@ def check_health(path: Path = HEALTH_FILE, stall_s: float = STALL_S) -> str | No
 
 
 def prepare_onnx(model: ModelConfig) -> Path:
-    """The onnx backend's model file, exported in a child process once per add-on version.
+    """The onnx backend's model file, exported once per add-on version, in a child process.
 
     An add-on's user runs no commands, so the add-on does what `sat-audio models export-onnx`
-    does (downloading the checkpoint first if it must). The child imports torch, and torch's
+    does (downloading the checkpoint first if it must), in a child (engine.export_in_child) whose
     memory leaves with it; the listener then runs on onnxruntime alone. A new add-on version
     exports again, since the graph's format may have changed with it.
     """
+    from sat_audio.engine import export_in_child
     from sat_audio.model.onnx_runtime import onnx_path
 
     path = onnx_path(model.name, model.dir, model.precision)
@@ -451,24 +451,14 @@ def prepare_onnx(model: ModelConfig) -> Path:
     if path.is_file() and stamp.is_file() and stamp.read_text().strip() == __version__:
         return path
     log.info("exporting %s for the %s backend (once per add-on version)", model.name, model.runtime)
-    # spawn, not fork: a fresh interpreter, which shares nothing with the listener to come
-    with multiprocessing.get_context("spawn").Pool(1) as child:
-        try:
-            child.apply(_export_onnx, (model.name, model.dir, path, model.precision))
-        except SatAudioError as err:
-            raise SatAudioError(
-                f"exporting {model.name} for the {model.runtime} backend failed: {err}"
-            ) from None
+    try:
+        export_in_child(model.name, model.dir, path, model.precision)
+    except SatAudioError as err:
+        raise SatAudioError(
+            f"exporting {model.name} for the {model.runtime} backend failed: {err}"
+        ) from None
     stamp.write_text(f"{__version__}\n")
     return path
-
-
-def _export_onnx(name: str, directory: str | None, path: Path, precision: str) -> None:
-    """In the child: load the checkpoint with torch and write its streaming graph to path."""
-    from sat_audio.model.checkpoint import load_model
-    from sat_audio.model.onnx_export import export_onnx
-
-    export_onnx(load_model(name, directory=directory), path, precision)
 
 
 def _log_inputs() -> None:

@@ -139,14 +139,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _export_onnx(names: list[str], model_dir: str | None, precision: str) -> int:
-    """Export streaming models for model.backend onnx, each beside its checkpoint."""
-    from sat_audio.model.checkpoint import load_model
+    """Export streaming models for model.backend onnx, each beside its checkpoint; no torch."""
+    from sat_audio.model.checkpoint import read_weights
     from sat_audio.model.onnx_export import export_onnx
     from sat_audio.model.onnx_runtime import onnx_path
 
     for name in names:
         path = onnx_path(name, model_dir, precision)
-        print(export_onnx(load_model(name, directory=model_dir), path, precision))
+        print(export_onnx(read_weights(name, directory=model_dir), path, precision))
     return 0
 
 

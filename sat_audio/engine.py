@@ -5,10 +5,12 @@ streams batched together score exactly like N engines with one stream each (in f
 shares its activations' scale across a pass, model/onnx_int8.py).
 """
 
+import logging
 import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -21,6 +23,8 @@ from sat_audio.model.shapes import HOP, PATCH, State
 if TYPE_CHECKING:
     from sat_audio.config import ModelConfig
     from sat_audio.model.sat import AudioTransformer
+
+log = logging.getLogger(__name__)
 
 MIN_CHUNK_S = 0.16
 """One patch column: 0.16 s gives 17 mel frames, the shortest chunk a model can score."""
@@ -73,9 +77,9 @@ class Scorer(Protocol):
 def load_scorer(cfg: "ModelConfig") -> Scorer:
     """The configured model on its backend; the onnx backend never imports torch."""
     if cfg.backend == "onnx":
-        from sat_audio.model.onnx_runtime import OnnxScorer, onnx_path
+        from sat_audio.model.onnx_runtime import OnnxScorer
 
-        path = onnx_path(cfg.name, cfg.dir, cfg.precision)
+        path = onnx_export_of(cfg)
         return OnnxScorer(path, threads=cfg.threads, precision=cfg.precision)
     import torch
 
@@ -83,6 +87,37 @@ def load_scorer(cfg: "ModelConfig") -> Scorer:
 
     torch.set_num_threads(cfg.threads)
     return _torch_scorer(load_model(cfg.name, directory=cfg.dir), fast=True)
+
+
+def onnx_export_of(cfg: "ModelConfig") -> Path:
+    """The onnx backend's graph of the configured model, exported from its checkpoint (downloaded
+    first for a registry name) when there is none yet. A named .onnx file is taken as it is."""
+    from sat_audio.model.onnx_runtime import onnx_path
+
+    path = onnx_path(cfg.name, cfg.dir, cfg.precision)
+    if not path.is_file() and Path(cfg.name).suffix != ".onnx":
+        log.info("exporting %s for the %s backend to %s (once)", cfg.name, cfg.runtime, path)
+        export_in_child(cfg.name, cfg.dir, path, cfg.precision)
+    return path
+
+
+def export_in_child(name: str, directory: str | None, path: Path, precision: str) -> None:
+    """`sat-audio models export-onnx` in a fresh interpreter (spawn: it shares nothing).
+
+    Exporting needs no torch, but onnx's import, the checkpoint's arrays and the graph being
+    written would stay in a listener's memory: this way they leave with the child.
+    """
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as child:
+        child.apply(_export, (name, directory, path, precision))
+
+
+def _export(name: str, directory: str | None, path: Path, precision: str) -> None:
+    from sat_audio.model.checkpoint import read_weights
+    from sat_audio.model.onnx_export import export_onnx
+
+    export_onnx(read_weights(name, directory=directory), path, precision)
 
 
 def _torch_scorer(model: "AudioTransformer", fast: bool) -> Scorer:

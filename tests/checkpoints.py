@@ -1,10 +1,11 @@
 """Test checkpoints in the exact upstream format: random weights, or weights that fire a label."""
 
+import os
 from pathlib import Path
 
 import torch
 
-from sat_audio.model.frontend import mel_filterbank
+from sat_audio.model.mel import mel_filterbank
 from sat_audio.model.registry import get_spec
 from sat_audio.model.sat import AudioTransformer, build_model
 
@@ -44,10 +45,19 @@ def save_upstream(model: AudioTransformer, path: Path, *, under_model: bool = Tr
     """Save as upstream does: a state dict (under 'model'), with torchaudio front-end buffers."""
     state = dict(model.state_dict())
     state["front_end.0.spectrogram.window"] = torch.hann_window(512)
-    state["front_end.0.mel_scale.fb"] = mel_filterbank()
+    state["front_end.0.mel_scale.fb"] = torch.from_numpy(mel_filterbank())
     torch.save({"model": state} if under_model else state, path)
     return path
 
 
 def upstream_name(variant: str) -> str:
     return get_spec(variant).file
+
+
+def without_torch(folder: Path) -> dict[str, str]:
+    """The environment of a process, and of the processes it spawns, where `import torch` fails
+    as where torch is not installed: a sitecustomize that puts None in its place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text("import sys\n\nsys.modules['torch'] = None\n")
+    paths = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}

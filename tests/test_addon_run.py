@@ -26,9 +26,8 @@ from typing import IO
 import pytest
 
 from sat_audio.labels import find
-from sat_audio.model.checkpoint import read_state_dict
+from sat_audio.model.checkpoint import load_model
 from sat_audio.model.registry import get_spec
-from sat_audio.model.sat import build_model
 from tests.broker import Broker, Subscriber
 from tests.checkpoints import fire_label, save_upstream
 from tests.pulse import PulseServer
@@ -96,8 +95,7 @@ def addon_audio_env(pulse: PulseServer) -> dict[str, str]:
 @pytest.fixture
 def shatter_checkpoint(tmp_path: Path, sat_t_checkpoint: Path) -> Path:
     """A SAT_T_2s checkpoint in upstream format whose head always says "Shatter"."""
-    model = build_model(get_spec("SAT_T_2s"))
-    model.load_state_dict(read_state_dict(sat_t_checkpoint), strict=False)
+    model = load_model(str(sat_t_checkpoint))
     return save_upstream(fire_label(model, find("Shatter").index), tmp_path / "shatter.pt")
 
 

@@ -13,6 +13,9 @@ import torch
 
 from sat_audio.errors import SatAudioError
 from sat_audio.model.checkpoint import download, load_model
+from sat_audio.model.layout import parameter_layout
+from sat_audio.model.registry import ModelSpec, registry
+from sat_audio.model.sat import build_model
 from tests.checkpoints import random_model, save_upstream, upstream_name
 
 WAVE = torch.randn(1, 32000, generator=torch.Generator().manual_seed(0)) * 0.2
@@ -35,6 +38,17 @@ def test_upstream_format_reproduces_model_exactly(
     for key, value in original.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     assert torch.equal(scores_of(loaded), scores_of(original))
+
+
+@pytest.mark.parametrize("spec", registry().values(), ids=list(registry()))
+def test_the_layout_without_torch_is_the_models(spec: ModelSpec) -> None:
+    """What a checkpoint is checked against where torch is absent: the torch model's state_dict,
+    name for name in its order, shapes and dtypes."""
+    with torch.device("meta"):
+        model = build_model(spec)
+    want = [(k, tuple(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
+    got = [(k, shape, f"torch.{dtype}") for k, (shape, dtype) in parameter_layout(spec).items()]
+    assert got == want
 
 
 def test_any_file_name_with_variant(tmp_path: Path) -> None:

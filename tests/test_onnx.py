@@ -1,10 +1,12 @@
-"""The light runtime: `sat-audio models export-onnx`, onnxruntime scores within 1e-4 of torch,
-int8 weights within 0.02 of float32, and a listener on model.backend onnx that never imports
-torch."""
+"""The light runtime: `sat-audio models export-onnx` without torch, the same graph as from a
+torch model, onnxruntime scores within 1e-4 of torch, int8 weights within 0.02 of float32, and a
+listener on model.backend onnx that never imports torch, and exports the graph when it is
+missing."""
 
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tracemalloc
@@ -20,7 +22,7 @@ from sat_audio.engine import MAX_BATCH, Engine
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import find
 from sat_audio.memory import release_free_heap
-from sat_audio.model.checkpoint import load_model
+from sat_audio.model.checkpoint import load_model, read_weights
 from sat_audio.model.fast import FastPiece
 from sat_audio.model.frontend import LogMel
 from sat_audio.model.onnx_export import export_onnx
@@ -33,7 +35,13 @@ from sat_audio.model.onnx_runtime import (
     power_spectrum,
 )
 from sat_audio.model.shapes import HOP, N_FFT, PATCH
-from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
+from tests.checkpoints import (
+    fire_label,
+    random_model,
+    save_upstream,
+    upstream_name,
+    without_torch,
+)
 from tests.test_listener import file_source, make_wav, write_config
 from tests.waiting import PATIENCE_S
 
@@ -43,8 +51,10 @@ INT8_TOLERANCE = 0.02
 
 
 def export_by_cli(checkpoint: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`sat-audio models export-onnx` where torch cannot be imported."""
     command = [sys.executable, "-m", "sat_audio", "models", "export-onnx", *flags, str(checkpoint)]
-    return subprocess.run(command, capture_output=True, text=True, check=True)
+    env = without_torch(checkpoint.parent / "without_torch")
+    return subprocess.run(command, capture_output=True, text=True, check=True, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +70,28 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def random_exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(checkpoint, .onnx) of a SAT_T_2s with every weight random: its scores move."""
+    """(checkpoint, .onnx) of a SAT_T_2s with every weight random: its scores move. Exported from
+    the file as read without torch."""
     folder = tmp_path_factory.mktemp("onnx_random")
-    model = random_model("SAT_T_2s", seed=4)
-    checkpoint = save_upstream(model, folder / upstream_name("SAT_T_2s"))
-    return checkpoint, export_onnx(model, checkpoint.with_suffix(".onnx"))
+    checkpoint = save_upstream(random_model("SAT_T_2s", seed=4), folder / upstream_name("SAT_T_2s"))
+    return checkpoint, export_onnx(read_weights(str(checkpoint)), checkpoint.with_suffix(".onnx"))
+
+
+@pytest.mark.parametrize("variant", ["SAT_T_2s", "SAT_S_1s"])
+def test_the_export_from_a_file_is_the_torch_models(tmp_path: Path, variant: str) -> None:
+    """The file read without torch, the torch model loaded from it and the model in memory it
+    was saved from give one graph, byte for byte (SAT_S: token pooling, its cls token)."""
+    model = random_model(variant, seed=5)
+    checkpoint = save_upstream(model, tmp_path / upstream_name(variant))
+    sources = {
+        "file": read_weights(str(checkpoint)),
+        "loaded": load_model(str(checkpoint)),
+        "saved": model,
+    }
+    files = {name: export_onnx(src, tmp_path / f"{name}.onnx") for name, src in sources.items()}
+    graphs = {name: path.read_bytes() for name, path in files.items()}
+    assert graphs["file"] == graphs["loaded"] == graphs["saved"]
+    assert len(graphs["file"]) > 1e6
 
 
 def audio(seconds: float, seed: int) -> np.ndarray:
@@ -374,3 +401,30 @@ def test_listener_on_onnx_detects_events_without_importing_torch_or_reporting_us
     assert got == [("end", 1.0), ("end", 2.0), ("start", 0.0), ("start", 0.0)]
     runtime = "onnx" if precision == "float32" else "onnx int8"
     assert f"sat_audio.listener: model SAT_T_2s on {runtime}, " in run.stderr
+
+
+def test_listener_on_onnx_without_torch_exports_the_missing_graph(
+    tmp_path: Path, exported: tuple[Path, Path]
+) -> None:
+    """Where torch cannot be imported (nor in the child that exports), a listener whose model
+    has a checkpoint and no graph yet writes the graph beside it, then detects as with one."""
+    checkpoint = Path(shutil.copy(exported[0], tmp_path / exported[0].name))
+    wav = make_wav(tmp_path / "a.wav", "__XX__X_")
+    config = write_config(tmp_path, checkpoint, [file_source(wav, realtime=False, name="a")])
+    data = yaml.safe_load(config.read_text())
+    data["model"]["backend"] = "onnx"
+    config.write_text(yaml.safe_dump(data))
+    run = subprocess.run(
+        [sys.executable, "-m", "sat_audio", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE_S,
+        env=without_torch(tmp_path / "site"),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    onnx_file = checkpoint.with_suffix(".onnx")
+    assert f"exporting {checkpoint} for the onnx backend to {onnx_file} (once)" in run.stderr
+    assert onnx_file.read_bytes() == exported[1].read_bytes()
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    got = sorted((p["type"], p["duration_s"]) for p in lines)
+    assert got == [("end", 1.0), ("end", 2.0), ("start", 0.0), ("start", 0.0)]

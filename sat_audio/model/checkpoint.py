@@ -1,20 +1,30 @@
-"""Find, download and load checkpoints in upstream's format, with errors that say what to do."""
+"""Find, download and read checkpoints in upstream's format, with errors that say what to do.
+
+Reading and checking need no torch (model/pt_file.py, model/layout.py): the ONNX export reads
+checkpoints where torch is not installed. load_model builds the torch model from what is read.
+"""
 
 import os
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import torch
+import numpy as np
 from tqdm import tqdm
 
 from sat_audio.errors import SatAudioError
 from sat_audio.memory import release_free_heap
+from sat_audio.model.layout import parameter_layout
+from sat_audio.model.pt_file import read_pt
 from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
-from sat_audio.model.sat import AudioTransformer, build_model
+
+if TYPE_CHECKING:
+    from sat_audio.model.sat import AudioTransformer
 
 MODEL_DIR_ENV = "SAT_AUDIO_MODEL_DIR"
 IGNORED_PREFIXES = ("front_end.",)
@@ -86,21 +96,24 @@ def ensure_checkpoint(
     return download(spec.url, path, progress=progress)
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file: a bare state dict or one under 'model'."""
+@dataclass(frozen=True)
+class Weights:
+    """A checkpoint checked against its variant: every parameter by upstream's name, float32
+    (the BatchNorm's step counter int64), as the torch model's state_dict holds them."""
+
+    spec: ModelSpec
+    state: dict[str, np.ndarray]
+
+
+def read_state_dict(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a checkpoint file: a bare state dict or one under 'model'."""
     if not path.is_file():
         raise SatAudioError(f"checkpoint {path} does not exist")
-    try:
-        dump = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SatAudioError(
-            f"checkpoint {path} is not a readable torch checkpoint ({first_line[:200]})"
-        ) from None
+    dump = read_pt(path)
     if isinstance(dump, Mapping) and "model" in dump:
         dump = dump["model"]
     if not isinstance(dump, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in dump.items()
+        isinstance(k, str) and isinstance(v, np.ndarray) for k, v in dump.items()
     ):
         raise SatAudioError(f"checkpoint {path} holds no state dict of tensors")
     return {k: v for k, v in dump.items() if not k.startswith(IGNORED_PREFIXES)}
@@ -111,21 +124,25 @@ def _listing(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def load_weights(model: AudioTransformer, state: dict[str, torch.Tensor], origin: str) -> None:
-    """Load exactly: any missing, unexpected or mis-shaped parameter is an error naming it.
-
-    The checkpoint's tensors become the model's (assign), so the weights are never copied and the
-    model may be built on the meta device.
-    """
-    expected = model.state_dict()
+def check_state(
+    spec: ModelSpec, state: Mapping[str, np.ndarray], origin: str
+) -> dict[str, np.ndarray]:
+    """The state as the variant's model holds it; any missing, unexpected, mis-shaped or
+    mis-typed parameter is an error naming it. Floats of any width become float32."""
+    expected = parameter_layout(spec)
     missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL_SUFFIXES)]
     unexpected = [k for k in state if k not in expected]
     wrong = [
-        f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
+        f"{k} {state[k].shape} (model {shape})"
+        for k, (shape, _) in expected.items()
+        if k in state and state[k].shape != shape
     ]
-    name = model.spec.name
+    mistyped = [
+        f"{k} {state[k].dtype} (model {dtype})"
+        for k, (_, dtype) in expected.items()
+        if k in state and state[k].dtype.kind != dtype.kind
+    ]
+    name = spec.name
     if missing:
         raise SatAudioError(f"{origin} is not a {name} checkpoint: missing {_listing(missing)}")
     if unexpected:
@@ -134,9 +151,12 @@ def load_weights(model: AudioTransformer, state: dict[str, torch.Tensor], origin
         )
     if wrong:
         raise SatAudioError(f"{origin} does not fit {name}: shape of {_listing(wrong, 3)}")
-    absent = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in expected.items() if k not in state}
-    typed = {k: v.to(expected[k].dtype) for k, v in state.items()}
-    model.load_state_dict(absent | typed, assign=True)
+    if mistyped:
+        raise SatAudioError(f"{origin} does not fit {name}: type of {_listing(mistyped, 3)}")
+    return {
+        k: state[k].astype(dtype, copy=False) if k in state else np.zeros(shape, dtype)
+        for k, (shape, dtype) in expected.items()
+    }
 
 
 def spec_for_file(path: Path) -> ModelSpec | None:
@@ -144,15 +164,16 @@ def spec_for_file(path: Path) -> ModelSpec | None:
     return next((s for s in registry().values() if s.file == path.name), None)
 
 
-def load_model(
+def locate(
     source: str,
     *,
     variant: str | None = None,
     directory: str | Path | None = None,
     allow_download: bool = True,
     progress: bool = True,
-) -> AudioTransformer:
-    """A ready model from a registry name, a local checkpoint path or an http(s) URL.
+) -> tuple[Path, ModelSpec]:
+    """The checkpoint file and variant of a registry name, a local checkpoint path or an
+    http(s) URL, downloading a registry's or URL's file if it is not cached.
 
     A path or URL whose file name is not an upstream one needs `variant` to say its architecture.
     """
@@ -175,14 +196,57 @@ def load_model(
                 f"model {source!r} is neither a known name ({', '.join(registry())}) "
                 "nor an existing file"
             )
-    spec = get_spec(variant) if variant else spec_for_file(path)
-    if spec is None:
+    found = get_spec(variant) if variant else spec_for_file(path)
+    if found is None:
         raise SatAudioError(
             f"cannot tell the architecture of {path.name}; name the variant "
             f"(one of {', '.join(registry())})"
         )
+    return path, found
+
+
+def read_weights(
+    source: str,
+    *,
+    variant: str | None = None,
+    directory: str | Path | None = None,
+    allow_download: bool = True,
+    progress: bool = True,
+) -> Weights:
+    """A model's checked weights, without torch; source as locate() takes it."""
+    path, spec = locate(
+        source,
+        variant=variant,
+        directory=directory,
+        allow_download=allow_download,
+        progress=progress,
+    )
+    return Weights(spec, check_state(spec, read_state_dict(path), str(path)))
+
+
+def load_model(
+    source: str,
+    *,
+    variant: str | None = None,
+    directory: str | Path | None = None,
+    allow_download: bool = True,
+    progress: bool = True,
+) -> "AudioTransformer":
+    """A ready torch model; source as locate() takes it. The model's parameters are the
+    arrays read, not copies of them."""
+    import torch
+
+    from sat_audio.model.sat import build_model
+
+    weights = read_weights(
+        source,
+        variant=variant,
+        directory=directory,
+        allow_download=allow_download,
+        progress=progress,
+    )
     with torch.device("meta"):  # no random weights to allocate, then overwrite
-        model = build_model(spec)
-    load_weights(model, read_state_dict(path), str(path))
+        model = build_model(weights.spec)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.state.items()}, assign=True)
     release_free_heap()  # loading's buffers go back to the system
     return model

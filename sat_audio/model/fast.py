@@ -22,9 +22,7 @@ from torch import nn
 from sat_audio.errors import SatAudioError
 from sat_audio.memory import release_free_heap
 from sat_audio.model.sat import FREQ_ROWS, PATCH, AudioTransformer, Block, StreamingAttention
-from sat_audio.model.shapes import State, short_piece_error
-
-LN_EPS = 1e-6
+from sat_audio.model.shapes import LN_EPS, State, short_piece_error
 
 
 @torch.no_grad()

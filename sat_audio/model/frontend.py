@@ -1,36 +1,16 @@
 """Log-mel front end, the same formulas as upstream's torchaudio MelSpectrogram + AmplitudeToDB.
 
-Written in plain torch because torchaudio is not installable beside our torch build.
+Written in plain torch because torchaudio is not installable beside our torch build; the mel
+filterbank is model/mel.py's, which the ONNX graph takes too.
 """
-
-import math
 
 import torch
 from torch import nn
 
-from sat_audio import SAMPLE_RATE
-from sat_audio.model.shapes import F_MAX, HOP, N_FFT, N_MELS, TOP_DB, frames_for
+from sat_audio.model.mel import mel_filterbank
+from sat_audio.model.shapes import HOP, N_FFT, N_MELS, TOP_DB, frames_for
 
-__all__ = ["HOP", "N_FFT", "N_MELS", "LogMel", "frames_for", "hz_to_mel", "mel_filterbank"]
-
-
-def hz_to_mel(hz: float) -> float:
-    """HTK mel scale."""
-    return 2595.0 * math.log10(1.0 + hz / 700.0)
-
-
-def mel_filterbank(
-    n_freqs: int = N_FFT // 2 + 1, n_mels: int = N_MELS, f_max: float = F_MAX
-) -> torch.Tensor:
-    """Un-normalised triangular filters on the HTK scale, shape (n_freqs, n_mels)."""
-    all_freqs = torch.linspace(0, SAMPLE_RATE // 2, n_freqs)
-    m_pts = torch.linspace(hz_to_mel(0.0), hz_to_mel(f_max), n_mels + 2)
-    f_pts = 700.0 * (10 ** (m_pts / 2595.0) - 1.0)
-    f_diff = f_pts[1:] - f_pts[:-1]
-    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
-    down = -slopes[:, :-2] / f_diff[:-1]
-    up = slopes[:, 2:] / f_diff[1:]
-    return torch.clamp(torch.minimum(down, up), min=0.0)
+__all__ = ["HOP", "N_FFT", "N_MELS", "LogMel", "frames_for"]
 
 
 class LogMel(nn.Module):
@@ -44,7 +24,7 @@ class LogMel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
-        self.register_buffer("fbank", mel_filterbank(), persistent=False)
+        self.register_buffer("fbank", torch.from_numpy(mel_filterbank()), persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.log_mel(self.power(wave))

@@ -2,8 +2,8 @@
 
 OnnxScorer has the interface the engine runs (engine.Scorer). numpy computes the power
 spectrogram (its FFT agrees with torch.stft to float32 rounding); the graph does the rest: mel,
-dB, the model. `sat-audio models export-onnx` writes the graph (model/onnx_export.py), in a torch
-process.
+dB, the model. `sat-audio models export-onnx` writes the graph (model/onnx_export.py), without
+torch; a listener exports it itself when it is missing (engine.onnx_export_of).
 
 onnxruntime's PyPI wheels (1.32 here) report usage to Microsoft on Linux as well: at
 import they write a device id and an event queue under ~/.cache/Microsoft and start an uploader
@@ -97,7 +97,7 @@ class OnnxScorer:
             import onnxruntime as ort
         except ImportError as err:
             raise SatAudioError(
-                "model.backend onnx needs onnxruntime: pip install 'sat-audio[onnx]'"
+                "model.backend onnx needs onnxruntime: pip install onnxruntime"
             ) from err
         path = Path(path)
         flag = "" if precision == "float32" else f" --precision {precision}"

@@ -16,8 +16,11 @@ from sat_audio.errors import SatAudioError
 from sat_audio.model.frontend import LogMel
 from sat_audio.model.registry import ModelSpec
 from sat_audio.model.shapes import (
+    BN_EPS,
     FREQ_ROWS,
+    HEAD_LN_EPS,
     HOP,
+    LN_EPS,
     N_CLASSES,
     N_MELS,
     PATCH,
@@ -85,9 +88,9 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, streaming: bool) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = (StreamingAttention if streaming else Attention)(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
         self.mlp = Mlp(dim, dim * 4)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
@@ -127,7 +130,7 @@ class AudioTransformer(nn.Module):
         with torch.device("cpu"):  # computed, never loaded: real even on the meta device
             self.front_end = LogMel()
         self.init_bn = nn.Sequential(
-            _MelAsChannels(), nn.BatchNorm2d(N_MELS, momentum=0.01), _MelAsChannels()
+            _MelAsChannels(), nn.BatchNorm2d(N_MELS, eps=BN_EPS, momentum=0.01), _MelAsChannels()
         )
         self.patch_embed = PatchEmbed(dim)
         if spec.pooling == "token":
@@ -139,8 +142,10 @@ class AudioTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(dim, spec.num_heads, spec.streaming) for _ in range(spec.depth)
         )
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.outputlayer = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, N_CLASSES))
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.outputlayer = nn.Sequential(
+            nn.LayerNorm(dim, eps=HEAD_LN_EPS), nn.Linear(dim, N_CLASSES)
+        )
         self.memory_tokens = FREQ_ROWS * (spec.memory_frames // PATCH)
         # in-place initialisers only: tensor arithmetic on the meta device (checkpoint.py builds
         # there) would import torch's Python meta kernels and sympy, about 75 MB.

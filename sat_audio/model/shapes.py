@@ -13,6 +13,11 @@ TOP_DB = 120.0
 PATCH = 16
 FREQ_ROWS = N_MELS // PATCH
 N_CLASSES = 527
+LN_EPS = 1e-6
+"""The blocks' and the last norm's LayerNorm epsilon, upstream's."""
+HEAD_LN_EPS = 1e-5
+"""The classifier's LayerNorm and the mel BatchNorm keep torch's default epsilon."""
+BN_EPS = 1e-5
 
 State = tuple[Any, ...]
 """A batch's streaming state: one torch tensor or numpy array per block, the batch first."""
