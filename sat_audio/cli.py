@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from sat_audio import PRECISIONS, __version__
+from sat_audio import BACKENDS, PRECISIONS, __version__
 from sat_audio.errors import SatAudioError
 
 DEFAULT_MODEL = "SAT_T_2s"
@@ -29,29 +29,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"sat-audio: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
+def _tag_backend(choice: str | None) -> str:
+    """--backend, else the configuration's model.backend if there is a configuration file, else
+    onnx (which needs no torch)."""
+    if choice is not None:
+        return choice
+    from sat_audio.config import config_path, load_config
 
-        if threads < 1:
-            raise SatAudioError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+    found = config_path(None)
+    return load_config(found).model.backend if found is not None else "onnx"
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from sat_audio.audio import read_audio
-    from sat_audio.engine import Engine
+    from sat_audio.config import ModelConfig
+    from sat_audio.engine import Engine, load_scorer
     from sat_audio.labels import all_labels
-    from sat_audio.model.checkpoint import load_model
 
-    _set_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise SatAudioError(f"--threads must be at least 1, got {args.threads}")
     if not 1 <= args.topk <= 527:
         raise SatAudioError(f"--topk must be between 1 and 527, got {args.topk}")
-    model = load_model(args.model, variant=args.variant, directory=args.model_dir)
-    chunk_s = args.chunk_length or model.spec.chunk_s
-    engine = Engine(model, chunk_s)
+    backend = _tag_backend(args.backend)
+    model = ModelConfig(args.model, args.model_dir, threads=args.threads or 0, backend=backend)
+    scorer = load_scorer(model, variant=args.variant)
+    chunk_s = args.chunk_length or scorer.spec.chunk_s
+    engine = Engine(scorer, chunk_s)
     labels = all_labels()
     waves = [(path, read_audio(path)) for path in args.files]
     for path, wave in waves:
@@ -173,21 +178,20 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from sat_audio import SAMPLE_RATE
     from sat_audio.audio import read_audio
     from sat_audio.config import load_config
-    from sat_audio.engine import Engine
-    from sat_audio.model.checkpoint import load_model
+    from sat_audio.engine import Engine, load_scorer
     from sat_audio.rules import Detector
 
     config = load_config(args.config)
     if not config.detection.events:
         raise SatAudioError("the configuration has no events under detection.events to detect")
-    _set_threads(config.model.threads)
-    model = load_model(args.model or config.model.name, directory=config.model.dir)
-    engine = Engine(model, config.model.chunk_seconds or model.spec.chunk_s)
+    model = config.model if args.model is None else replace(config.model, name=args.model)
+    scorer = load_scorer(model)
+    engine = Engine(scorer, model.chunk_seconds or scorer.spec.chunk_s)
     waves = [(path, read_audio(path)) for path in args.files]
     for path, wave in waves:
         # Each recording is its own stream, starting from silence as the listener's does, so a
@@ -310,7 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tag.add_argument("-k", "--topk", type=int, default=3, help="labels printed per chunk")
     tag.add_argument("--json", action="store_true", help="one JSON object per chunk")
-    tag.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    tag.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="what runs the model (default: the configuration's model.backend, or onnx without "
+        "a configuration file); torch needs the torch extra",
+    )
+    tag.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: the runtime's own)"
+    )
     tag.add_argument("--model-dir", default=None, help=model_dir_help)
 
     models = add(

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import voluptuous as vol
 import yaml
 
-from sat_audio import PRECISIONS
+from sat_audio import BACKENDS, PRECISIONS
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import find
 from sat_audio.model.registry import registry
@@ -31,7 +31,6 @@ PCM_FORMATS = ("s16le", "s32le", "f32le")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 COMBINE = ("max", "sum", "mean")
 SMOOTHING = ("ema", "median")
-BACKENDS = ("torch", "onnx")
 
 
 class ConfigError(SatAudioError):

@@ -74,34 +74,43 @@ class Scorer(Protocol):
     def inference(self) -> AbstractContextManager[object]: ...
 
 
-def load_scorer(cfg: "ModelConfig") -> Scorer:
-    """The configured model on its backend; the onnx backend never imports torch."""
+def load_scorer(cfg: "ModelConfig", variant: str | None = None) -> Scorer:
+    """The configured model on its backend; the onnx backend never imports torch.
+
+    variant: the architecture of a checkpoint whose file name is not upstream's. threads 0 leaves
+    the runtime its own default (all cores), as the file commands do unless told.
+    """
     if cfg.backend == "onnx":
         from sat_audio.model.onnx_runtime import OnnxScorer
 
-        path = onnx_export_of(cfg)
+        path = onnx_export_of(cfg, variant)
         return OnnxScorer(path, threads=cfg.threads, precision=cfg.precision)
-    import torch
-
     from sat_audio.model.checkpoint import load_model
 
-    torch.set_num_threads(cfg.threads)
-    return _torch_scorer(load_model(cfg.name, directory=cfg.dir), fast=True)
+    model = load_model(cfg.name, variant=variant, directory=cfg.dir)  # says if torch is missing
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    return _torch_scorer(model, fast=True)
 
 
-def onnx_export_of(cfg: "ModelConfig") -> Path:
+def onnx_export_of(cfg: "ModelConfig", variant: str | None = None) -> Path:
     """The onnx backend's graph of the configured model, exported from its checkpoint (downloaded
-    first for a registry name) when there is none yet. A named .onnx file is taken as it is."""
+    first for a registry name or URL) when there is none yet. A named .onnx file is taken as it
+    is."""
     from sat_audio.model.onnx_runtime import onnx_path
 
     path = onnx_path(cfg.name, cfg.dir, cfg.precision)
     if not path.is_file() and Path(cfg.name).suffix != ".onnx":
         log.info("exporting %s for the %s backend to %s (once)", cfg.name, cfg.runtime, path)
-        export_in_child(cfg.name, cfg.dir, path, cfg.precision)
+        export_in_child(cfg.name, cfg.dir, path, cfg.precision, variant)
     return path
 
 
-def export_in_child(name: str, directory: str | None, path: Path, precision: str) -> None:
+def export_in_child(
+    name: str, directory: str | None, path: Path, precision: str, variant: str | None = None
+) -> None:
     """`sat-audio models export-onnx` in a fresh interpreter (spawn: it shares nothing).
 
     Exporting needs no torch, but onnx's import, the checkpoint's arrays and the graph being
@@ -110,14 +119,16 @@ def export_in_child(name: str, directory: str | None, path: Path, precision: str
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as child:
-        child.apply(_export, (name, directory, path, precision))
+        child.apply(_export, (name, directory, path, precision, variant))
 
 
-def _export(name: str, directory: str | None, path: Path, precision: str) -> None:
+def _export(
+    name: str, directory: str | None, path: Path, precision: str, variant: str | None
+) -> None:
     from sat_audio.model.checkpoint import read_weights
     from sat_audio.model.onnx_export import export_onnx
 
-    export_onnx(read_weights(name, directory=directory), path, precision)
+    export_onnx(read_weights(name, variant=variant, directory=directory), path, precision)
 
 
 def _torch_scorer(model: "AudioTransformer", fast: bool) -> Scorer:

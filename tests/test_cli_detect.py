@@ -2,6 +2,7 @@
 weights make chosen labels fire only while the audio is loud."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from sat_audio.cli import main
 from sat_audio.labels import find
 from sat_audio.model.registry import get_spec
 from sat_audio.model.sat import AudioTransformer, build_model
-from tests.checkpoints import save_upstream, upstream_name
+from tests.checkpoints import save_upstream, upstream_name, without_torch
 from tests.waiting import PATIENCE_S
 
 RATE = 16000
@@ -131,6 +132,37 @@ def test_detect_json_prints_expected_starts_and_ends(config: Path, clip: Path, c
     assert first["id"] == end["id"] and first["file"] == str(clip) and first["source"] == "clip.wav"
     assert first["score"] > 0.99 and end["peak"] > 0.99 and end["score"] < 0.01
     assert end["duration_s"] == 4.0
+
+
+def test_detect_on_onnx_without_torch(tmp_path: Path, checkpoint: Path, clip: Path):
+    """backend: onnx where torch cannot be imported: the graph is exported beside the checkpoint
+    and the events are torch's; backend: torch there is one line naming the extra."""
+    model = Path(shutil.copy(checkpoint, tmp_path / checkpoint.name))
+    config = tmp_path / "onnx.yaml"
+    config.write_text(
+        f'model: {{name: "{model}", chunk_seconds: 0.5, backend: onnx}}\n'
+        "detection: {events: {doorbell: {labels: [Doorbell], on_threshold: 0.5, hold_s: 1.0}}}\n"
+    )
+    command = [sys.executable, "-m", "sat_audio", "detect", str(clip), "-c", str(config), "--json"]
+    env = without_torch(tmp_path / "site")
+    run = subprocess.run(command, capture_output=True, text=True, timeout=PATIENCE_S, env=env)
+    assert run.returncode == 0, run.stderr
+    assert model.with_suffix(".onnx").is_file()
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    got = [(d["type"], d["start_s"], d["end_s"]) for d in lines]
+    assert got == [
+        ("start", 3.0, None),
+        ("end", 3.0, 7.0),
+        ("start", 9.0, None),
+        ("end", 9.0, 10.0),
+    ]
+    config.write_text(config.read_text().replace("backend: onnx", "backend: torch"))
+    run = subprocess.run(command, capture_output=True, text=True, timeout=PATIENCE_S, env=env)
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == (
+        "sat-audio: error: backend torch needs torch, which is not installed: "
+        "pip install 'sat-audio[torch]' (or use backend onnx)\n"
+    )
 
 
 def test_detect_text_and_event_open_at_the_end_of_the_file(tmp_path, checkpoint, capsys):

@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -22,18 +23,28 @@ from sat_audio.audio import read_audio
 from sat_audio.engine import Engine
 from sat_audio.labels import all_labels, find
 from sat_audio.model.checkpoint import load_model
-from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
+from tests.checkpoints import (
+    fire_label,
+    random_model,
+    save_upstream,
+    upstream_name,
+    without_torch,
+)
 from tests.waiting import PATIENCE_S
 
 LINE = re.compile(r"^\[(\d+\.\d+)s\]-\[(\d+\.\d+)s\] Topk-(\d) (.{30}) (\d\.\d{4})$")
 
 
-def sat_audio(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def sat_audio(
+    *args: str, check: bool = True, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "sat_audio", *args],
         capture_output=True,
         text=True,
         timeout=PATIENCE_S,
+        env=env,
+        cwd=cwd,
     )
     if check:
         assert result.returncode == 0, result.stderr
@@ -41,7 +52,8 @@ def sat_audio(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
 
 
 def test_tag_prints_upstream_lines(noise_wav: Path, sat_t_checkpoint: Path) -> None:
-    out = sat_audio("tag", str(noise_wav), "-m", str(sat_t_checkpoint), "-k", "3").stdout
+    args = ("tag", str(noise_wav), "-m", str(sat_t_checkpoint), "-k", "3", "--backend", "torch")
+    out = sat_audio(*args).stdout
     lines = out.splitlines()
     assert lines[0] == f"===== {noise_wav!s:^20} ====="
     rows = [LINE.match(line) for line in lines[1:] if line]
@@ -67,6 +79,60 @@ def test_tag_with_a_label_that_fires(tmp_path: Path, noise_wav: Path) -> None:
     out = sat_audio("tag", str(noise_wav), "-m", str(ckpt), "-k", "1", "-c", "1.0").stdout
     assert "[0.0s]-[1.0s] Topk-1 Stream                         0.9997" in out.splitlines()
     assert out.count("Topk-1 Stream ") == 6
+
+
+def all_scores(result: subprocess.CompletedProcess[str]) -> np.ndarray:
+    """(chunk, label index) from `tag --json -k 527`'s lines."""
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    scores = np.zeros((len(rows), 527))
+    for i, row in enumerate(rows):
+        for top in row["top"]:
+            scores[i, top["index"]] = top["score"]
+    return scores
+
+
+def test_tag_on_onnx_without_torch_scores_as_torch(
+    tmp_path: Path, noise_wav: Path, sat_t_checkpoint: Path
+) -> None:
+    """Where torch cannot be imported, tag exports the graph beside the checkpoint and scores
+    every label as the torch backend does (where torch is), within the backends' 1e-4."""
+    checkpoint = Path(shutil.copy(sat_t_checkpoint, tmp_path / sat_t_checkpoint.name))
+    args = ("tag", str(noise_wav), "-m", str(checkpoint), "--json", "-k", "527")
+    onnx = sat_audio(*args, "--backend", "onnx", env=without_torch(tmp_path / "site"))
+    assert checkpoint.with_suffix(".onnx").is_file()
+    reference = sat_audio(*args, "--backend", "torch")
+    got, want = all_scores(onnx), all_scores(reference)
+    assert got.shape == want.shape == (3, 527)
+    assert np.abs(got - want).max() < 1e-4
+    assert np.abs(want - want.mean(axis=0)).max() > 1e-2  # chunks differ: a real comparison
+
+
+def test_tag_backend_comes_from_the_configuration_file_else_onnx(
+    tmp_path: Path, noise_wav: Path, sat_t_checkpoint: Path
+) -> None:
+    """Without torch: no configuration file, tag runs on onnx; a configuration of backend torch,
+    or a model only torch runs, is one line naming the extra."""
+    checkpoint = Path(shutil.copy(sat_t_checkpoint, tmp_path / sat_t_checkpoint.name))
+    env = without_torch(tmp_path / "site")
+    env.pop("SAT_AUDIO_CONFIG", None)
+    args = ("tag", str(noise_wav), "-m", str(checkpoint), "-k", "1")
+    assert sat_audio(*args, env=env, cwd=tmp_path).stdout.count("Topk-1") == 3
+    (tmp_path / "config.yaml").write_text("model: {backend: torch}\n")
+    refused = sat_audio(*args, check=False, env=env, cwd=tmp_path)
+    extra = "pip install 'sat-audio[torch]'"
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == (
+        f"sat-audio: error: backend torch needs torch, which is not installed: {extra} "
+        "(or use backend onnx)\n"
+    )
+    vit = save_upstream(random_model("audiotransformer_tiny"), tmp_path / "vit.pt")
+    args = ("tag", str(noise_wav), "-m", str(vit), "--variant", "audiotransformer_tiny")
+    refused = sat_audio(*args, "--backend", "onnx", check=False, env=env, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "sat-audio: error: audiotransformer_tiny is a plain ViT; ONNX export is for streaming "
+        f"models (backend torch runs it: {extra})\n"
+    )
 
 
 def test_tag_json(noise_wav: Path, sat_t_checkpoint: Path) -> None:

@@ -325,6 +325,9 @@ def test_bad_onnx_files_are_one_clear_error(tmp_path: Path) -> None:
         OnnxScorer(junk)
     with pytest.raises(SatAudioError, match="ONNX export is for streaming models"):
         export_onnx(random_model("audiotransformer_tiny"), tmp_path / "vit.onnx")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SatAudioError, match=r"cannot write the ONNX export .*a_file/x\.onnx"):
+        export_onnx(random_model("SAT_T_1s"), tmp_path / "a_file" / "x.onnx")
 
 
 def test_an_export_of_another_format_asks_for_a_new_one(
@@ -348,8 +351,10 @@ def test_onnx_path_sits_beside_the_checkpoint(tmp_path: Path) -> None:
     assert onnx_path(str(tmp_path / "x.pt")) == tmp_path / "x.onnx"
     assert onnx_path(str(tmp_path / "x.pt"), precision="int8") == tmp_path / "x.int8.onnx"
     assert onnx_path(str(tmp_path / "mine.onnx"), precision="int8") == tmp_path / "mine.onnx"
-    with pytest.raises(SatAudioError, match="not the URL"):
-        onnx_path("https://example.com/x.pt")
+    url = "https://example.com/files/x.pt?download=1"  # beside the checkpoint it downloads
+    assert onnx_path(url, tmp_path, "int8") == tmp_path / "x.int8.onnx"
+    with pytest.raises(SatAudioError, match="does not end in a file name"):
+        onnx_path("https://example.com/")
 
 
 def test_config_accepts_onnx_and_names_a_bad_backend() -> None:

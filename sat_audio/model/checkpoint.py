@@ -31,6 +31,11 @@ IGNORED_PREFIXES = ("front_end.",)
 """Upstream saves torchaudio's window and filterbank; we compute our own."""
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 """BatchNorm's step counter is not used at inference; older dumps may lack it."""
+TORCH_MISSING = (
+    "backend torch needs torch, which is not installed: pip install 'sat-audio[torch]' "
+    "(or use backend onnx)"
+)
+"""torch is an extra: what a command that needs it says where it is absent."""
 
 
 def model_dir(override: str | Path | None = None) -> Path:
@@ -234,7 +239,12 @@ def load_model(
 ) -> "AudioTransformer":
     """A ready torch model; source as locate() takes it. The model's parameters are the
     arrays read, not copies of them."""
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError as err:
+        if err.name != "torch":
+            raise
+        raise SatAudioError(TORCH_MISSING) from None
 
     from sat_audio.model.sat import build_model
 

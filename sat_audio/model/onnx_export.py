@@ -314,7 +314,10 @@ def export_onnx(
     weights = model if isinstance(model, Weights) else Weights(model.spec, state_of(model))
     spec = weights.spec
     if not spec.streaming:
-        raise SatAudioError(f"{spec.name} is a plain ViT; ONNX export is for streaming models")
+        raise SatAudioError(
+            f"{spec.name} is a plain ViT; ONNX export is for streaming models (backend torch runs "
+            "it: pip install 'sat-audio[torch]')"
+        )
     proto = build_graph(spec, weights.state)
     meta = {
         "sat_audio.format": FORMAT,
@@ -322,8 +325,11 @@ def export_onnx(
         "sat_audio.spec": json.dumps(asdict(spec)),
     }
     onnx.helper.set_model_props(proto, meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    except OSError as err:
+        raise SatAudioError(f"cannot write the ONNX export {path} ({err.strerror})") from None
     os.close(fd)
     tmp = Path(tmp_name)  # a name of its own: two processes may export the same model at once
     try:

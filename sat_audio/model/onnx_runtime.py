@@ -184,16 +184,18 @@ def onnx_path(name: str, directory: str | Path | None = None, precision: str = "
     """Where the ONNX export of a model lives: beside its checkpoint, `.onnx` for `.pt` (int8:
     `.int8.onnx`).
 
-    name is a registry name (its checkpoint in `directory`, $SAT_AUDIO_MODEL_DIR or models/, as
-    checkpoint.model_dir), a checkpoint path, or an .onnx path, which is taken as it is.
+    name is a registry name or an http(s) URL (its checkpoint in `directory`,
+    $SAT_AUDIO_MODEL_DIR or models/, as checkpoint.model_dir), a checkpoint path, or an .onnx
+    path, which is taken as it is.
     """
+    chosen = directory or os.environ.get("SAT_AUDIO_MODEL_DIR")
+    folder = Path(chosen).expanduser() if chosen else data_dir()
     if name in registry():
-        chosen = directory or os.environ.get("SAT_AUDIO_MODEL_DIR")
-        folder = Path(chosen).expanduser() if chosen else data_dir()
         return folder / Path(get_spec(name).file).with_suffix(SUFFIX[precision]).name
     if urlparse(name).scheme in ("http", "https"):
-        raise SatAudioError(
-            f"model.backend onnx needs a registry name or a local file, not the URL {name}"
-        )
+        file = Path(urlparse(name).path).name
+        if not file:
+            raise SatAudioError(f"model URL {name} does not end in a file name")
+        return folder / Path(file).with_suffix(SUFFIX[precision]).name
     path = Path(name).expanduser()
     return path if path.suffix == ".onnx" else path.with_suffix(SUFFIX[precision])
