@@ -49,7 +49,7 @@ class ModelConfig:
     dir: str | None = None
     chunk_seconds: float | None = None
     threads: int = 1
-    backend: str = "torch"
+    backend: str = "onnx"
     precision: str = "float32"
 
     @property
@@ -487,7 +487,7 @@ _MODEL = _section(
         vol.Optional("dir", default=None): _optional(_text),
         vol.Optional("chunk_seconds", default=None): _optional(_number(0.16, 60.0)),
         vol.Optional("threads", default=1): _number(1, 64, integer=True),
-        vol.Optional("backend", default="torch"): _choice(*BACKENDS),
+        vol.Optional("backend", default="onnx"): _choice(*BACKENDS),
         vol.Optional("precision", default="float32"): _choice(*PRECISIONS),
     },
     "name, chunk_seconds, threads, ...",

@@ -62,7 +62,7 @@ CORPUS = [
     ),
     (
         "model int8 on torch",
-        "model: {precision: int8}",
+        "model: {backend: torch, precision: int8}",
         "model.precision: int8 needs backend: onnx (torch runs float32 only)",
     ),
     (

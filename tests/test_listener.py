@@ -205,7 +205,7 @@ def test_no_broker_prints_json_lines_with_source_prefixed_keys(
         ("b_dog", "b", "end", 1.0),
         ("b_dog", "b", "start", 0.0),
     ]
-    assert "listener: model SAT_T_2s on torch, 1.00 s chunks; sources a (file)" in run.stderr()
+    assert "listener: model SAT_T_2s on onnx, 1.00 s chunks; sources a (file)" in run.stderr()
     assert "publishing to stdout (no broker configured)" in run.stderr()
     # the per-chunk timing bench_listener.py --chunk-times reads: every chunk, once
     scored = re.findall(r"scored (\d+) chunk\(s\) in ([0-9.]+) ms", run.stderr())
