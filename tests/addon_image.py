@@ -16,8 +16,10 @@ Run from the repository root (the script does): .venv/bin/python -m tests.addon_
 
 import argparse
 import json
+import signal
 import struct
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime
@@ -256,6 +258,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="a folder for data and broker")
     parser.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for the event")
+    # SIGTERM (the script's cleanup) ends the run through its finally: nothing is left running
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     run(parser.parse_args())
 
 
