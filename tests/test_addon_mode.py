@@ -218,15 +218,15 @@ def test_token_comes_from_the_environment(tmp_path, supervisor, monkeypatch):
 
 
 def test_defaults_are_the_listeners_own(tmp_path, supervisor):
-    """Where the add-on and the listener's config.yaml overlap, their defaults agree, but for
-    the backend: onnx in the add-on, whose image has no torch."""
+    """Where the add-on and the listener's config.yaml overlap, their defaults agree (onnx, which
+    the add-on's image must have: it has no torch)."""
     config = load(tmp_path, supervisor)
     listener = parse_config(yaml.safe_load(default_config_text()))
     assert config.detection == listener.detection
     assert config.model.name == listener.model.name
     assert config.model.chunk_seconds == listener.model.chunk_seconds
     assert config.model.threads == listener.model.threads
-    assert config.model.backend == "onnx"
+    assert config.model.backend == listener.model.backend == "onnx"
     assert config.model.precision == listener.model.precision
     assert config.listener.id == listener.listener.id
     assert config.logging == listener.logging
