@@ -26,6 +26,7 @@ from sat_audio.config import BACKENDS, Config, ConfigError, ModelConfig, parse_c
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import all_labels, find
 from sat_audio.model.registry import registry
+from sat_audio.redact import log_to_stderr
 
 if TYPE_CHECKING:
     from sat_audio.listener import Listener
@@ -414,7 +415,7 @@ class Heartbeat(threading.Thread):
         state = {"v": 1, "time": now, "progress": self._progress, "chunks": chunks}
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".health.")
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump({**state, "listening": listening}, out)
+            json.dump({**state, "listening": listening}, out, allow_nan=False)
         os.replace(tmp, self.path)  # a reader never sees half a file
 
 
@@ -478,8 +479,7 @@ def run(
 ) -> int:
     """Add-on mode: configure from the options and the Supervisor, then listen until stopped."""
     config = load(options_path, supervisor_url, data_dir)
-    level = config.logging.level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    log_to_stderr(config.logging.level)
     log.info("SAT Audio %s add-on: %s", __version__, describe(config))
     if config.sources[0].kind == "mic" and log.isEnabledFor(logging.DEBUG):
         _log_inputs()

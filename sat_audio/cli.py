@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from sat_audio import BACKENDS, PRECISIONS, __version__
 from sat_audio.errors import SatAudioError
+from sat_audio.redact import log_to_stderr, mask_secrets
 
 DEFAULT_MODEL = "SAT_T_2s"
 
@@ -107,7 +108,8 @@ def _print_chunk(
                         }
                         for i in top
                     ],
-                }
+                },
+                allow_nan=False,
             )
         )
         return
@@ -207,7 +209,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         found += detector.close(wave.size / SAMPLE_RATE)
         for t in found:
             if args.json:
-                print(json.dumps({"file": str(path), **asdict(t)}))
+                print(json.dumps({"file": str(path), **asdict(t)}, allow_nan=False))
             elif t.type == "start":
                 print(f"{t.start_s:8.2f}s  start  {t.event:<16} {t.label:<28} score {t.score:.3f}")
             else:
@@ -219,18 +221,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import logging
-
     from sat_audio.config import load_config
     from sat_audio.listener import serve
 
     config = load_config(args.config)
-    level = (args.log_level or config.logging.level).upper()
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(args.log_level or config.logging.level)
     return serve(config)
 
 
@@ -459,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except SatAudioError as err:
-        print(f"sat-audio: error: {err}", file=sys.stderr)
+        print(f"sat-audio: error: {mask_secrets(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import voluptuous as vol
 import yaml
@@ -22,10 +21,10 @@ from sat_audio import BACKENDS, PRECISIONS
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import find
 from sat_audio.model.registry import registry
+from sat_audio.redact import MASK, mask_secrets
 
 CONFIG_ENV = "SAT_AUDIO_CONFIG"
 """Environment variable naming the configuration file when no path is given."""
-MASK = "***"
 SOURCE_KINDS = ("mic", "file", "ffmpeg", "stdin")
 PCM_FORMATS = ("s16le", "s32le", "f32le")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -191,12 +190,64 @@ def _reason(err: Exception) -> str:
     return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
 
 
+MAX_YAML_VALUES = 100_000
+"""A configuration holds a few hundred values. Aliases can repeat a value exponentially often (a
+"billion laughs" of 63 aliases is 9**9 strings), so a document that holds more is refused while
+it is only a graph of the file's own nodes."""
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Refused(yaml.composer.ComposerError):
+    """Valid YAML that is not read: too large once its aliases are expanded, or recursive."""
+
+    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(None, None, problem, mark)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document that holds more than MAX_YAML_VALUES values once every alias stands
+    for what it names, or an alias inside what it names. Each node is sized once."""
+    sizes: dict[int, int] = {}
+    inside: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in inside:
+            raise _Refused("an alias inside the value it names", node.start_mark)
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        inside.add(id(node))
+        total = 1 + sum(size(child) for child in children)
+        inside.discard(id(node))
+        if total > MAX_YAML_VALUES:
+            raise _Refused(
+                f"its aliases expand to more than {MAX_YAML_VALUES} values", node.start_mark
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)
+    and a document whose aliases expand too far (see MAX_YAML_VALUES)."""
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE:
+                continue  # `<<: *defaults`: merged keys yield to the mapping's own
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str | int | float | bool):
                 continue
@@ -215,7 +266,10 @@ def _read_yaml(text: str, origin: str) -> dict:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{origin}: {where}not valid YAML: {err.problem}") from None
+        what = "refused" if isinstance(err, _Refused) else "not valid YAML"
+        raise ConfigError(f"{origin}: {where}{what}: {err.problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: refused: nested too deeply") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{origin}: not valid YAML: {err}") from None
     if data is None:
@@ -741,7 +795,7 @@ def _show(value: Any, key: Any = None) -> str:
     if key in _SECRET_KEYS and value is not None:
         return MASK
     if isinstance(value, str):
-        text = repr(_mask_url(value))
+        text = repr(mask_secrets(value))
     elif value is None:
         text = "null"
     elif isinstance(value, bool):
@@ -841,17 +895,6 @@ def _build(clean: dict) -> Config:
 # Printing the effective configuration
 
 
-def _mask_url(text: str) -> str:
-    """rtsp://user:secret@camera/ -> rtsp://user:***@camera/ (other strings unchanged)."""
-    if "://" not in text or "@" not in text:
-        return text
-    parts = urlsplit(text)
-    if parts.password is None:
-        return text
-    netloc = f"{parts.username}:{MASK}@{parts.netloc.rsplit('@', 1)[1]}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def to_dict(config: Config, *, mask: bool = True) -> dict:
     """The configuration as YAML-ready data, events as a mapping; every source has every field."""
 
@@ -871,7 +914,7 @@ def to_dict(config: Config, *, mask: bool = True) -> dict:
     if mask:
         for src in out["sources"]:
             if src["url"]:
-                src["url"] = _mask_url(src["url"])
+                src["url"] = mask_secrets(src["url"])
         if out["mqtt"] and out["mqtt"]["password"] is not None:
             out["mqtt"]["password"] = MASK
     return out

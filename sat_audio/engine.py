@@ -173,6 +173,7 @@ class Engine:
         self._buffers = {name: np.zeros(0, np.float32) for name in self.streams}
         self._consumed = dict.fromkeys(self.streams, 0)
         self._index = dict.fromkeys(self.streams, 0)
+        self._warned: set[str] = set()
 
     def feed(self, stream: str, samples: np.ndarray) -> None:
         """Queue 16 kHz mono float32 samples of any length for a stream."""
@@ -180,9 +181,32 @@ class Engine:
             raise SatAudioError(f"unknown stream {stream!r}; streams are {self.streams}")
         if samples.ndim != 1:
             raise SatAudioError(f"expected mono samples (1-D), got shape {samples.shape}")
-        self._buffers[stream] = np.concatenate(
-            (self._buffers[stream], samples.astype(np.float32, copy=False))
-        )
+        buffer = np.concatenate((self._buffers[stream], samples.astype(np.float32, copy=False)))
+        self._buffers[stream] = buffer
+        self._sanitize(stream, buffer[buffer.size - samples.size :])
+
+    def _sanitize(self, stream: str, new: np.ndarray) -> None:
+        """In place, once, for every input: a sample that is not a number (NaN, infinite: a
+        broken decoder, wrong PCM settings) becomes silence, and the rest is clipped to full
+        scale. Either would otherwise reach the stream's memory and spoil its next chunks' scores
+        (a garbage float like 3e38 overflows the spectrum)."""
+        finite = np.isfinite(new)
+        if not finite.all():
+            self._warn_once(
+                f"samples {stream}",
+                "stream %s: %d samples were not numbers (NaN or infinite); they are analysed as "
+                "silence (said once per stream)",
+                stream,
+                new.size - int(np.count_nonzero(finite)),
+            )
+            new[~finite] = 0.0
+        np.clip(new, -1.0, 1.0, out=new)
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        """A problem that recurs with the input (every chunk, perhaps) is logged the first time."""
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
 
     def step(self) -> list[ChunkResult]:
         """Score one chunk of every stream that has a full chunk queued, max_batch at a time."""
@@ -242,6 +266,17 @@ class Engine:
                 for start in range(0, len(slots), size)
             ]
         scores = passes[0] if len(passes) == 1 else np.concatenate(passes)
+        finite = np.isfinite(scores)
+        if not finite.all():
+            for name, row in zip(names, finite, strict=True):
+                if not row.all():
+                    self._warn_once(
+                        f"scores {name}",
+                        "stream %s: the model gave scores that are not numbers; they count as 0 "
+                        "(said once per stream)",
+                        name,
+                    )
+            scores = np.where(finite, scores, np.float32(0.0))
         out = []
         for name, chunk, row in zip(names, chunks, scores, strict=True):
             start = self._consumed[name]

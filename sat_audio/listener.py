@@ -114,6 +114,7 @@ class Listener:
         self.model_name = config.model.name
         self._info_sig: tuple[bool, list[Payload], int] | None = None
         self._info_at = 0.0
+        self._switched_at = -INFO_MIN_INTERVAL_S  # when a command last published info at once
 
     # -- commands from the publisher's thread -------------------------------------------------
 
@@ -157,17 +158,19 @@ class Listener:
             # all started: the code only start-up ran (most of torch's or onnxruntime's) can go
             # now, not at the first chunk only (a paused listener, or a camera not yet up, has none)
             release_startup_code()
-            self._loop(engine, stop)
+            code = self._loop(engine, stop)
         finally:
             self._shutdown()
-        return 0
+        return code
 
     def _detector(self, source: str) -> Detector:
         return Detector(
             self.config.detection.events, self.config.detection.min_level_dbfs, source=source
         )
 
-    def _loop(self, engine: Engine, stop: threading.Event) -> None:
+    def _loop(self, engine: Engine, stop: threading.Event) -> int:
+        """Until stopped (exit code 0) or every source has ended: 1 if each of them failed, so
+        that a supervisor (the add-on's) starts the listener again."""
         timeout = READ_TIMEOUT_S / max(1, len(self._streams))
         while not stop.is_set():
             self._apply_commands(engine)
@@ -198,8 +201,12 @@ class Listener:
                 self._settled = True
             self._publish_info()
             if all(st.finished for st in self._streams.values()):
+                if all(st.source.status().state == "failed" for st in self._streams.values()):
+                    log.error("every source has failed; exiting with code 1")
+                    return 1
                 log.info("every source has ended; stopping")
-                return
+                return 0
+        return 0
 
     @staticmethod
     def _timed(score: Callable[[], list[ChunkResult]]) -> list[ChunkResult]:
@@ -268,26 +275,36 @@ class Listener:
             self._emit(st, t)
 
     def _apply_commands(self, engine: Engine) -> None:
+        """The switch's commands since the last turn: the last one wins, so a flood of them
+        costs one change per turn. Info follows at once, or if a command already published it
+        within INFO_MIN_INTERVAL_S, at the next turn past that."""
+        commands = []
         while True:
             try:
-                on = self._commands.get_nowait()
+                commands.append(self._commands.get_nowait())
             except queue.Empty:
-                return
-            if on != self.listening:
-                if on:
-                    # Fresh memory, fresh rules, stream time restarting now.
-                    for name, st in self._streams.items():
-                        st.detector = self._detector(name)
-                        st.anchor = time.time()
-                        st.last_end_s = 0.0
-                    log.info("listening resumed")
-                else:
-                    for name, st in self._streams.items():
-                        self._end_open(st)
-                        engine.reset(name)
-                    log.info("listening paused: audio is read and discarded, not analysed")
-                self.listening = on
-            self.publisher.listening(self.listening)
+                break
+        if not commands:
+            return
+        on = commands[-1]
+        if on != self.listening:
+            if on:
+                # Fresh memory, fresh rules, stream time restarting now.
+                for name, st in self._streams.items():
+                    st.detector = self._detector(name)
+                    st.anchor = time.time()
+                    st.last_end_s = 0.0
+                log.info("listening resumed")
+            else:
+                for name, st in self._streams.items():
+                    self._end_open(st)
+                    engine.reset(name)
+                log.info("listening paused: audio is read and discarded, not analysed")
+            self.listening = on
+        self.publisher.listening(self.listening)
+        now = time.monotonic()
+        if now - self._switched_at >= INFO_MIN_INTERVAL_S:
+            self._switched_at = now
             self._publish_info(force=True)
 
     # -- info -------------------------------------------------------------------------------
@@ -318,10 +335,6 @@ class Listener:
         sig = (self.listening, sources, self.publisher.dropped)
         if not force and sig == self._info_sig:
             return
-        before = {e["name"]: e["state"] for e in self._info_sig[1]} if self._info_sig else {}
-        for entry in sources:
-            if entry["state"] != before.get(entry["name"], "ok"):
-                log.warning("source %s is %s: %s", entry["name"], entry["state"], entry["error"])
         self._info_sig, self._info_at = sig, now
         self.publisher.info(
             info_payload(

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -278,3 +279,14 @@ def test_wheel_ships_the_defaults(tmp_path: Path):
     with zipfile.ZipFile(wheel) as zf:
         shipped = zf.read("sat_audio/defaults/config.yaml").decode()
     assert shipped == SHIPPED.read_text(encoding="utf-8")
+
+
+def test_every_mqtt_option_is_explained_in_the_shipped_config():
+    """config.yaml is where the options are documented: each mqtt and mqtt.tls key has a line."""
+    text = default_config_text()
+    section = text[text.index("\nmqtt:") : text.index("\npublishing:")]
+    keys = [f.name for f in dataclasses.fields(MqttConfig)] + ["password_file"]
+    keys += [f.name for f in dataclasses.fields(TlsConfig)]
+    missing = [k for k in keys if not re.search(rf"^\s*(# )?\s*{k}:", section, re.MULTILINE)]
+    assert missing == []
+    assert re.search(r"^\s*#\s+insecure: false\s+# .*host name", section, re.MULTILINE)

@@ -1,5 +1,6 @@
 """A corpus of bad configurations, each with the exact one-line message the user gets."""
 
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import yaml
 
 from sat_audio.cli import main
 from sat_audio.config import ConfigError, load_config, parse_config
+from tests.waiting import PATIENCE_S
 
 EV = "detection: {events: {glass: {labels: [glass], on_threshold: 0.5, %s}}}"
 MQ = "mqtt: {host: broker, %s}"
@@ -477,3 +479,68 @@ def test_error_never_shows_a_secret_from_the_environment(
     assert main(["config", "check", str(path)]) == 2
     err = capsys.readouterr().err
     assert err == f"sat-audio: error: {path}: mqtt.username: missing; a password needs a username\n"
+
+
+def _alias_bomb(levels: int, width: int = 9) -> str:
+    """Billion laughs: each level lists the one before `width` times, width**levels strings."""
+    lines = ["x-lol0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"x-lol{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_expansion_is_bounded(tmp_path: Path):
+    """9**7 strings from 63 aliases: refused as the file is read, not expanded."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(7))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: line 6, column 9: refused: its aliases expand to more than 100000 values"
+    )
+
+
+def test_cli_refuses_a_billion_laughs_in_one_line(tmp_path: Path):
+    """The full 9**9 bomb; the child's memory is capped, so a regression fails, not the machine."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(9))
+    cap = 2 << 30
+    proc = subprocess.run(
+        [sys.executable, "-m", "sat_audio", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE_S,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)),
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        f"sat-audio: error: {path}: line 6, column 9: refused: its aliases expand to more than "
+        "100000 values\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sources: &s [*s]\n", "line 1, column 10: refused: an alias inside the value it names"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "refused: nested too deeply"),
+    ],
+)
+def test_recursive_and_deeply_nested_yaml_is_one_line(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "detection:\n"
+        "  events:\n"
+        "    dog: &loud {labels: [Bark], on_threshold: 0.6, hold_s: 4}\n"
+        "    cat: {<<: *loud, labels: [Meow]}\n"
+    )
+    dog, cat = load_config(path).detection.events
+    assert (cat.labels, cat.on_threshold, cat.hold_s) == (("Meow",), 0.6, 4.0)
+    assert dog.labels == ("Bark",)

@@ -1,5 +1,8 @@
 """Streaming invariants of the engine: bounded memory, batching, block sizes, reset."""
 
+import copy
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -169,3 +172,39 @@ def test_reset_keeping_memory_continues_the_stream(model: torch.nn.Module) -> No
     np.testing.assert_array_equal(np.stack([r.scores for r in again]), np.stack(continuous))
     fresh = run_single(model, second, 2.0)
     assert np.abs(np.stack([r.scores for r in again]) - np.stack(fresh)).max() > 1e-4
+
+
+def test_non_finite_samples_are_silence_and_leave_the_memory_clean(
+    model: torch.nn.Module, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NaN and infinite samples score as silence, a garbage float as full scale, once warned;
+    the chunks after them score as if the input had been clean (nothing left in the memory)."""
+    wave = audio(6, 4)
+    bad = wave.copy()
+    bad[20000:20010] = np.nan
+    bad[21000], bad[21001] = np.inf, -np.inf
+    bad[40000] = np.nan  # in a later block: still one warning for the stream
+    bad[22000] = 3e38  # what wrong PCM bytes read as f32le can hold
+    clean = wave.copy()
+    clean[20000:20010] = clean[21000] = clean[21001] = clean[40000] = 0.0
+    clean[22000] = 1.0
+    engine = Engine(model, 2.0)
+    with caplog.at_level(logging.WARNING, logger="sat_audio.engine"):
+        engine.feed("default", bad[:30000])
+        engine.feed("default", bad[30000:])
+        got = np.stack([r.scores for r in engine.drain()])
+    assert np.isnan(bad[20000]) and bad[22000] == np.float32(3e38)  # the caller's array as it was
+    np.testing.assert_array_equal(got, np.stack(run_single(model, np.clip(clean, -1, 1), 2.0)))
+    assert caplog.text.count("not numbers") == 1
+    assert "stream default: 12 samples were not numbers" in caplog.text
+
+
+def test_non_finite_scores_are_zero(model: torch.nn.Module) -> None:
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.outputlayer[1].bias[5] = float("nan")
+    wave = audio(4, 2)
+    got = np.stack(run_single(broken, wave, 2.0))
+    want = np.stack(run_single(model, wave, 2.0))
+    assert (got[:, 5] == 0).all()
+    np.testing.assert_array_equal(np.delete(got, 5, axis=1), np.delete(want, 5, axis=1))

@@ -22,6 +22,7 @@ import yaml
 from sat_audio.labels import find
 from tests.broker import Broker, Certs, Subscriber
 from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
+from tests.waiting import PATIENCE_S
 
 RATE = 16000
 ID = "e2e"
@@ -79,10 +80,16 @@ def file_source(path: Path, *, realtime: bool, loop: bool = False, name: str = "
 class Run:
     """`python -m sat_audio run` as a subprocess, output kept in files."""
 
-    def __init__(self, tmp_path: Path, config: Path, env: dict | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, config: Path, env: dict | None = None, stdin: Path | None = None
+    ) -> None:
         self.out = tmp_path / "stdout.txt"
         self.err = tmp_path / "stderr.txt"
-        with self.out.open("wb") as out, self.err.open("wb") as err:
+        with (
+            self.out.open("wb") as out,
+            self.err.open("wb") as err,
+            (stdin or Path(os.devnull)).open("rb") as given,
+        ):
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -94,6 +101,7 @@ class Run:
                     "--log-level",
                     "debug",
                 ],
+                stdin=given,
                 stdout=out,
                 stderr=err,
                 env={**os.environ, **(env or {})},
@@ -506,3 +514,101 @@ def test_a_restart_keeps_listening_off(
     assert sub.last(f"{BASE}/listening").text == "OFF"
     assert sub.last(f"{BASE}/info").json()["listening"] is False
     sub.stop()
+
+
+def _strict_json(line: str) -> dict:
+    """json.loads that refuses NaN and Infinity, as Home Assistant's parser does."""
+
+    def refuse(word: str) -> None:
+        raise ValueError(f"{word} in {line}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_nan_samples_on_stdin_neither_stick_an_event_nor_reach_the_json(
+    tmp_path: Path, bark_checkpoint: Path
+) -> None:
+    """Ten NaN samples inside a loud second: both loud parts are episodes of their own length,
+    and every line written is valid JSON."""
+    t = np.arange(RATE) / RATE
+    loud = (0.3 * np.sin(2 * np.pi * 440 * t)).astype("<f4")
+    quiet = np.zeros(RATE, "<f4")
+    audio = np.concatenate([loud, loud, quiet, quiet, quiet, loud, loud, quiet, quiet])
+    audio[RATE + 8000 : RATE + 8010] = np.nan
+    raw = tmp_path / "in.f32"
+    raw.write_bytes(audio.tobytes())
+    config = write_config(
+        tmp_path,
+        bark_checkpoint,
+        [{"name": "in", "kind": "stdin", "format": "f32le"}],
+        publishing={"scores": True, "rate_hz": 50},
+    )
+    run = Run(tmp_path, config, stdin=raw)
+    assert run.wait() == 0, run.stderr()
+    lines = [_strict_json(line) for line in run.stdout().splitlines()]
+    moves = [(p["type"], p["duration_s"]) for p in lines if "type" in p]
+    assert moves == [("start", 0.0), ("end", 2.0), ("start", 0.0), ("end", 2.0)]
+    assert all(p["score"] > 0.99 for p in lines if "type" in p)
+    assert "stream in: 10 samples were not numbers (NaN or infinite)" in run.stderr()
+
+
+def test_a_flood_of_switch_commands_is_coalesced(
+    tmp_path: Path, broker: Broker, bark_checkpoint: Path
+) -> None:
+    """5000 ON/OFF commands as fast as a client can send them: the last one wins, and info is
+    re-published at most every few seconds, not once per command."""
+    wav = make_wav(tmp_path / "quiet.wav", "____")
+    config = write_config(
+        tmp_path,
+        bark_checkpoint,
+        [file_source(wav, realtime=True, loop=True)],
+        mqtt_section(broker),
+    )
+    sub = Subscriber(broker, (f"{BASE}/#",)).start()
+    run = Run(tmp_path, config)
+    try:
+        sub.wait_for(lambda: sub.on(f"{BASE}/info"), "the first info")
+        before = len(sub.on(f"{BASE}/info"))
+        flood = Subscriber(broker, ("flood/none",), client_id="flood").start()
+        started = time.monotonic()
+        for n in range(5000):
+            flood.client.publish(f"{BASE}/listening/set", "ON" if n % 2 else "OFF")
+        flood.client.publish(f"{BASE}/listening/set", "OFF", qos=1).wait_for_publish(PATIENCE_S)
+        sent_s = time.monotonic() - started
+        sub.wait_text(f"{BASE}/listening", "OFF")
+        sub.wait_for(lambda: sub.last(f"{BASE}/info").json()["listening"] is False, "info: OFF")
+        elapsed = time.monotonic() - started
+        infos = len(sub.on(f"{BASE}/info")) - before
+        flood.stop()
+    finally:
+        run.signal(signal.SIGTERM)
+        run.wait()
+        sub.stop()
+    from sat_audio.listener import INFO_MIN_INTERVAL_S
+
+    # one info when the flood began, then at most one per interval until the last state
+    assert 1 <= infos <= 2 + elapsed / INFO_MIN_INTERVAL_S, (infos, sent_s, elapsed)
+    assert sub.last(f"{BASE}/listening").text == "OFF"
+
+
+def test_a_corrupt_flac_is_one_line_and_a_failing_exit(
+    tmp_path: Path, bark_checkpoint: Path
+) -> None:
+    """Every source failed: exit non-zero (the add-on's watchdog restarts it), no traceback."""
+    path = tmp_path / "broken.flac"
+    t = np.arange(10 * RATE) / RATE
+    rng = np.random.default_rng(1)
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), RATE)
+    data = bytearray(path.read_bytes())
+    data[4000:] = rng.integers(0, 256, len(data) - 4000, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    config = write_config(tmp_path, bark_checkpoint, [file_source(path, realtime=False)])
+    run = Run(tmp_path, config)
+    code = run.wait()
+    err = run.stderr()
+    assert code == 1, err
+    assert "Traceback" not in err
+    (failed,) = [line for line in err.splitlines() if "source mic: failed" in line]
+    assert "ERROR" in failed
+    assert f"{path}: cannot be decoded (Error : flac decoder lost sync.)" in failed
+    assert "every source has failed; exiting with code 1" in err

@@ -2,16 +2,19 @@
 
 import json
 import logging
+import signal
 import threading
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from sat_audio.config import MqttConfig, TlsConfig
 from sat_audio.publish.mqtt import MqttPublisher
 from sat_audio.publish.protocol import Topics, discovery_configs, transition_payload
 from tests.broker import Broker, Subscriber
+from tests.waiting import PATIENCE_S, wait_until
 
 TOPICS = Topics("sat_audio", "test")
 
@@ -248,9 +251,89 @@ def test_acknowledged_messages_are_forgotten_while_connected(broker: Broker) -> 
         pub.transition("dog", _transition(n))
         pub.state("dog", n % 2 == 0)
     sub.wait_for(lambda: len(sub.on(TOPICS.event("dog"))) == 300, 20, "300 transitions")
-    deadline = time.monotonic() + 5
-    while pub._handed or pub._acked or not pub._acks.empty():  # the bookkeeping itself
-        assert time.monotonic() < deadline, (len(pub._handed), len(pub._acked))
-        time.sleep(0.05)
+    wait_until(lambda: not pub._handed, "no message kept")  # the bookkeeping itself
     assert pub.close(5.0) is True
     sub.stop()
+
+
+def test_qos0_ids_never_acknowledge_a_qos1_message_after_the_id_wraps(broker: Broker) -> None:
+    """Message ids are 16 bits: 66 000 levels (18 hours of 1 Hz scores) wrap them. A QoS 1
+    message that reuses an old level's id is done only when the broker acknowledges it."""
+    sub = Subscriber(broker, (TOPICS.info,), client_id="s").start()
+    pub = _publisher(broker)
+    pub.start(lambda on: None)
+    pub.info({"v": 1, "n": 0})
+    sub.wait_for(lambda: sub.on(TOPICS.info), "the first info")
+    for _ in range(66_000):
+        pub.level("mic", -50.0)
+    pub.info({"v": 1, "n": 1})  # after every level on the same connection
+    sub.wait_for(lambda: sub.last(TOPICS.info).json()["n"] == 1, "the second info")
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGSTOP)  # the broker acknowledges nothing from here on
+    try:
+        pub.transition("dog", _transition(1))
+        assert pub.close(1.0) is False
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+        sub.stop()
+
+
+def test_an_oversized_message_never_reaches_the_listener(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker is told the largest packet the listener takes: an 8 MB command is dropped
+    there (a listener given 250 MB grew to 1.25 GB), and the next command still works."""
+    got: list[bool] = []
+    pub = _publisher(broker)
+    ctl = Subscriber(broker, (TOPICS.status,), client_id="ctl").start()
+    with caplog.at_level(logging.DEBUG, logger="sat_audio.publish.mqtt"):
+        pub.start(got.append)
+        ctl.wait_text(TOPICS.status, "online")
+        for command in (b"O" * (8 << 20), b"OFF"):
+            ctl.client.publish(TOPICS.listening_set, command, qos=1).wait_for_publish(PATIENCE_S)
+        ctl.wait_for(lambda: got == [False], "the OFF command")
+    pub.close(5.0)
+    ctl.stop()
+    assert "Dropping too large outgoing PUBLISH" in broker.log()
+    assert "b'OOOO" not in caplog.text
+
+
+def test_an_oversized_payload_is_dropped_with_a_rate_limited_warning(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that ignores the packet limit: the payload is dropped before it is read."""
+    got: list[bool] = []
+    pub = _publisher(broker)
+    pub.start(got.append)
+    big = mqtt.MQTTMessage(topic=TOPICS.listening_set.encode())
+    big.payload = b"OFF" + b" " * (1 << 20)  # a valid command, padded past any sane size
+    with caplog.at_level(logging.WARNING, logger="sat_audio.publish.mqtt"):
+        for _ in range(3):
+            pub._on_message(pub._client, None, big)
+    pub.close(1.0)
+    assert got == []
+    dropped = [r.getMessage() for r in caplog.records if "too large" in r.getMessage()]
+    assert len(dropped) == 1, dropped
+    assert f"dropped a message of 1048579 bytes on {TOPICS.listening_set}" in dropped[0]
+
+
+def test_a_second_listener_with_the_same_id_is_named(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two listeners with one id take the connection from each other: the log says so."""
+    sub = Subscriber(broker, (TOPICS.status,), client_id="s").start()
+    first, second = _publisher(broker), _publisher(broker)
+    with caplog.at_level(logging.WARNING, logger="sat_audio.publish.mqtt"):
+        first.start(lambda on: None)
+        sub.wait_text(TOPICS.status, "online")
+        second.start(lambda on: None)
+        sub.wait_for(lambda: "a second listener" in caplog.text, "the takeover warning")
+    first.close(0.5)
+    second.close(0.5)
+    sub.stop()
+    assert (
+        "another client with id sat-audio-test took over the connection; is a second listener "
+        "running with listener id test?"
+    ) in caplog.text
+    lost = [r for r in caplog.records if "lost the MQTT broker" in r.getMessage()]
+    assert len(lost) <= 4, [r.getMessage() for r in lost]  # not one warning per takeover

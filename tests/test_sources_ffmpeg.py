@@ -2,7 +2,9 @@
 
 import shutil
 import socket
+import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,9 +15,11 @@ import soundfile as sf
 
 from sat_audio.config import SourceConfig
 from sat_audio.errors import SatAudioError
+from sat_audio.sources import ffmpeg as ffmpeg_source
 from sat_audio.sources import open_source
 from sat_audio.sources.base import Source
 from tests.pulse import peak_hz
+from tests.waiting import PATIENCE_S
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -208,3 +212,53 @@ def test_undecodable_file_fails_with_ffmpegs_message(tmp_path: Path):
     status = source.status()
     assert status.state == "failed"
     assert status.error and "junk.mp3" in status.error
+
+
+class StallingServer:
+    """An HTTP server whose WAV stream sends one second of a tone, then nothing, and stays open
+    (a camera that hangs): ffmpeg waits forever, and only the source's stall check ends it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/live.wav"
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        t = np.arange(16000) / 16000
+        pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+        wav = (
+            b"RIFF\xff\xff\xff\xffWAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+            + b"data\xff\xff\xff\xff"
+        )
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.open.append(conn)
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: audio/wav\r\n\r\n" + wav + pcm)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.open:
+            conn.close()
+
+
+def test_a_stalled_stream_says_how_long_no_audio_came(monkeypatch: pytest.MonkeyPatch):
+    """The reason reported is the stall, not what ffmpeg says when it is then stopped."""
+    monkeypatch.setattr(ffmpeg_source, "STALL_S", 1.0)
+    server = StallingServer()
+    source = open_source(SourceConfig(name="cam", kind="ffmpeg", url=server.url))
+    source.start()
+    try:
+        _wait(source, "the first audio", lambda: source.status().state == "ok", PATIENCE_S)
+        _wait(source, "the stall", lambda: source.status().state == "reconnecting", PATIENCE_S)
+        assert source.status().error == "no audio for 1 s"
+    finally:
+        source.stop()
+        server.close()

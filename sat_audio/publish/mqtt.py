@@ -8,6 +8,10 @@ Delivery rules (docs/protocol.md, "Delivery"):
 - After a reconnect paho first re-sends what was in flight when the link died; our queue and the
   retained values follow only once those are acknowledged, so an old value never lands last.
 - Scores and levels are QoS 0 and only sent while connected: they are stale a second later.
+
+MQTT 5, so that the broker learns the largest packet the listener takes (MAX_PACKET_BYTES) and
+keeps anything larger to itself: paho reads a whole message into memory before anyone can look at
+its size.
 """
 
 import json
@@ -20,6 +24,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from sat_audio.config import MqttConfig
 from sat_audio.errors import SatAudioError
@@ -34,17 +40,26 @@ from sat_audio.publish.protocol import (
     discovery_filter,
     level_payload,
     parse_switch,
+    to_json,
 )
+from sat_audio.sources.base import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 """Reconnect backoff: doubles from the minimum up to this cap."""
-
-
-def _dumps(payload: Payload) -> str:
-    return json.dumps(payload, separators=(",", ":"))
+MAX_PACKET_BYTES = 64 * 1024
+"""The largest message the listener takes: its commands are a few bytes, discovery configs about
+one kilobyte. The broker is told (MQTT 5's Maximum Packet Size) and drops larger ones; a broker
+that ignores it still gets them dropped here, before they are read."""
+SESSION_TAKEN_OVER = 142
+"""MQTT 5's reason code when the broker hands the connection to another client with our id."""
+TAKEOVER_S = 10.0
+TAKEOVER_REPEATS = 3
+"""Connections the broker closes within TAKEOVER_S of connecting, this many in a row, each made
+at the first attempt, say that another client uses our id: Mosquitto 2.0 closes them without a
+reason code. (A broker that restarts refuses an attempt or more in between.)"""
 
 
 class MqttPublisher(Publisher):
@@ -55,15 +70,13 @@ class MqttPublisher(Publisher):
     ) -> None:
         self._cfg = cfg
         self._topics = topics
-        self._discovery = {t: _dumps(p) for t, p in (discovery or {}).items()}
+        self._discovery = {t: to_json(p) for t, p in (discovery or {}).items()}
         self._discovery_filter = discovery_filter(cfg.discovery_prefix, topics.listener_id)
         self._lock = threading.Lock()
         self._retained: dict[str, str] = {topics.status: ONLINE, **self._discovery}
         self._queue: deque[tuple[str, str]] = deque()
         self._dropped = 0
-        self._handed: set[int] = set()  # QoS 1 mids given to paho, not yet acknowledged
-        self._acked: set[int] = set()
-        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()  # filled by paho's thread
+        self._handed: list[mqtt.MQTTMessageInfo] = []  # QoS 1 messages not yet acknowledged
         self._cleanup: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._connected = False
         self._generation = 0  # successful connects so far
@@ -72,6 +85,10 @@ class MqttPublisher(Publisher):
         self._stopping = threading.Event()
         self._restored = False
         self._problem: str | None = None
+        self._connected_at: float | None = None  # when a first-attempt connection was made
+        self._retried = False  # a connection attempt failed since the last one that worked
+        self._quick_drops = 0  # connections in a row the broker closed within TAKEOVER_S
+        self._oversized = RateLimitedLog(60.0, log)
         self._on_listening: ListeningCallback = lambda on: None
         self._flusher = threading.Thread(target=self._flush_loop, name="mqtt-flush", daemon=True)
         self._client = self._make_client()
@@ -80,9 +97,8 @@ class MqttPublisher(Publisher):
         cfg = self._cfg
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"sat-audio-{self._topics.listener_id}",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
+            client_id=self._client_id,
+            protocol=mqtt.MQTTv5,
         )
         if log.isEnabledFor(logging.DEBUG):
             # paho's own lines only when debugging: at other levels it repeats an error line per
@@ -109,23 +125,40 @@ class MqttPublisher(Publisher):
     def _where(self) -> str:
         return f"{self._cfg.host}:{self._cfg.port}"
 
+    @property
+    def _client_id(self) -> str:
+        return self._cfg.client_id or f"sat-audio-{self._topics.listener_id}"
+
+    def _connect(self, connect: Any) -> None:
+        """client.connect or connect_async: a clean start (as a clean session before), and the
+        largest packet the listener takes. paho's reconnects keep both."""
+        properties = Properties(PacketTypes.CONNECT)
+        properties.MaximumPacketSize = MAX_PACKET_BYTES
+        connect(
+            self._cfg.host,
+            self._cfg.port,
+            self._cfg.keepalive,
+            clean_start=True,
+            properties=properties,
+        )
+
     # -- the listener's side ------------------------------------------------------------------
 
     def start(self, on_listening: ListeningCallback) -> None:
         self._on_listening = on_listening
         self._flusher.start()
         try:
-            self._client.connect(self._cfg.host, self._cfg.port, self._cfg.keepalive)
+            self._connect(self._client.connect)
         except (OSError, ValueError) as err:
             self._report(
                 "unreachable", f"cannot connect to the MQTT broker at {self._where}: {err}"
             )
             # paho's loop retries the first connection too, with the same backoff.
-            self._client.connect_async(self._cfg.host, self._cfg.port, self._cfg.keepalive)
+            self._connect(self._client.connect_async)
         self._client.loop_start()
 
     def info(self, payload: Payload) -> None:
-        self._set_retained(self._topics.info, _dumps(payload))
+        self._set_retained(self._topics.info, to_json(payload))
 
     def listening(self, on: bool) -> None:
         self._set_retained(self._topics.listening, ON if on else OFF)
@@ -134,7 +167,7 @@ class MqttPublisher(Publisher):
         self._set_retained(self._topics.state(key), ON if on else OFF)
 
     def transition(self, key: str, payload: Payload) -> None:
-        topic, text = self._topics.event(key), _dumps(payload)
+        topic, text = self._topics.event(key), to_json(payload)
         with self._lock:
             if self._ready():
                 self._send(topic, text, qos=1, retain=False)
@@ -152,7 +185,7 @@ class MqttPublisher(Publisher):
                 )
 
     def scores(self, payload: Payload) -> None:
-        self._send_if_ready(self._topics.scores, _dumps(payload))
+        self._send_if_ready(self._topics.scores, to_json(payload))
 
     def level(self, source: str, level_dbfs: float) -> None:
         self._send_if_ready(self._topics.level(source), level_payload(level_dbfs))
@@ -202,7 +235,7 @@ class MqttPublisher(Publisher):
         keeps them across a reconnect and re-sends them itself."""
         info = self._client.publish(topic, text, qos=qos, retain=retain)
         if qos:
-            self._handed.add(info.mid)
+            self._handed.append(info)
 
     def _send_if_ready(self, topic: str, text: str) -> None:
         with self._lock:
@@ -218,16 +251,10 @@ class MqttPublisher(Publisher):
                 self._send(topic, text, qos=1, retain=True)
 
     def _unacked(self) -> int:
-        """QoS 1 messages paho still holds (lock held). Acks may arrive before their mid is
-        recorded, so both sets are kept and cancelled against each other."""
-        while True:
-            try:
-                self._acked.add(self._acks.get_nowait())
-            except queue.Empty:
-                break
-        both = self._handed & self._acked
-        self._handed -= both
-        self._acked -= both
+        """QoS 1 messages paho still holds (lock held), forgotten once acknowledged. paho marks
+        each message's own info at its PUBACK: message ids are 16 bits and QoS 0 messages use
+        them too, so after a day of scores an id says nothing about which message was meant."""
+        self._handed = [info for info in self._handed if not info.is_published()]
         return len(self._handed)
 
     def _flush_loop(self) -> None:
@@ -272,6 +299,7 @@ class MqttPublisher(Publisher):
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
+            self._retried = True
             self._report(
                 f"refused {reason}",
                 f"the MQTT broker at {self._where} refused the connection: {reason}",
@@ -279,6 +307,8 @@ class MqttPublisher(Publisher):
             return
         log.info("connected to the MQTT broker at %s", self._where)
         self._problem = None
+        self._connected_at = None if self._retried else time.monotonic()
+        self._retried = False
         client.subscribe(
             [
                 (self._topics.listening_set, 1),
@@ -291,23 +321,52 @@ class MqttPublisher(Publisher):
         self._wake.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._retried = True
         self._report("unreachable", f"cannot connect to the MQTT broker at {self._where}")
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         self._connected = False
-        if not self._stopping.is_set():
-            log.warning("lost the MQTT broker at %s (%s); reconnecting", self._where, reason)
         self._wake.set()
+        if self._stopping.is_set():
+            return
+        at, self._connected_at = self._connected_at, None
+        quick = at is not None and time.monotonic() - at < TAKEOVER_S
+        self._quick_drops = self._quick_drops + 1 if quick else 0
+        if reason == SESSION_TAKEN_OVER or self._quick_drops == TAKEOVER_REPEATS:
+            cause = (
+                ""
+                if reason == SESSION_TAKEN_OVER
+                else f"the broker closed the last {TAKEOVER_REPEATS} connections right after "
+                "they were made; likely "
+            )
+            log.warning(
+                "%sanother client with id %s took over the connection; is a second listener "
+                "running with listener id %s?",
+                cause,
+                self._client_id,
+                self._topics.listener_id,
+            )
+        elif self._quick_drops > TAKEOVER_REPEATS:
+            log.debug("lost the MQTT broker at %s (%s) again", self._where, reason)
+        else:
+            log.warning("lost the MQTT broker at %s (%s); reconnecting", self._where, reason)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
     ) -> None:
-        self._acks.put(mid)
-        self._wake.set()
+        self._wake.set()  # an acknowledgement may complete a reconnect's catch-up
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if len(msg.payload) > MAX_PACKET_BYTES:
+            self._oversized(
+                "dropped a message of %d bytes on %s: too large (the listener takes at most %d)",
+                len(msg.payload),
+                msg.topic,
+                MAX_PACKET_BYTES,
+            )
+            return
         topic = msg.topic
         if topic == self._topics.listening_set:
             on = parse_switch(msg.payload)

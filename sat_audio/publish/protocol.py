@@ -3,6 +3,7 @@
 This is the one module that knows topic names and payload fields; publishers only move bytes.
 """
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,12 @@ ONLINE = "online"
 OFFLINE = "offline"
 
 Payload = dict[str, Any]
+
+
+def to_json(payload: Payload) -> str:
+    """A payload as compact JSON. NaN and Infinity are not JSON (a consumer drops the payload):
+    one raises ValueError here instead of leaving the process."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False)
 
 
 def iso_time(wall: float) -> str:

@@ -1,11 +1,10 @@
 """No broker configured: each transition (and scores, if enabled) as one JSON line on stdout."""
 
-import json
 import sys
 from typing import TextIO
 
 from sat_audio.publish.base import ListeningCallback, Publisher
-from sat_audio.publish.protocol import Payload
+from sat_audio.publish.protocol import Payload, to_json
 
 
 class StdoutPublisher(Publisher):
@@ -15,7 +14,7 @@ class StdoutPublisher(Publisher):
         self._stream = stream or sys.stdout
 
     def _write(self, payload: Payload) -> None:
-        self._stream.write(json.dumps(payload, separators=(",", ":")) + "\n")
+        self._stream.write(to_json(payload) + "\n")
         self._stream.flush()
 
     def start(self, on_listening: ListeningCallback) -> None:

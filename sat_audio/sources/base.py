@@ -18,6 +18,7 @@ import numpy as np
 from sat_audio import SAMPLE_RATE
 from sat_audio.config import SourceConfig
 from sat_audio.errors import SatAudioError
+from sat_audio.redact import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,9 @@ class Backoff:
 class RateLimitedLog:
     """Logs a repeating problem at most once per interval, with the count since the last line."""
 
-    def __init__(self, interval_s: float = 10.0) -> None:
+    def __init__(self, interval_s: float = 10.0, logger: logging.Logger = log) -> None:
         self.interval_s = interval_s
+        self.logger = logger
         self._last = -float("inf")
         self._pending = 0
 
@@ -122,7 +124,7 @@ class RateLimitedLog:
         self._pending += 1
         now = time.monotonic()
         if now - self._last >= self.interval_s:
-            log.warning(message + " (%d since last report)", *args, self._pending)
+            self.logger.warning(message + " (%d since last report)", *args, self._pending)
             self._last, self._pending = now, 0
 
 
@@ -205,13 +207,20 @@ class Source:
     def _guarded_run(self) -> None:
         try:
             self._run()
+        except SatAudioError as err:
+            # The input's fault (a file that stops decoding): the source ends, failed, one line.
+            self._set_state("failed", str(err))
+            self._ended = True
         except Exception as err:
-            # A capture thread that crashed cannot recover: the source ends, marked failed.
+            # A bug: the same, with its traceback.
             log.exception("source %s failed", self.name)
             self._set_state("failed", f"{type(err).__name__}: {err}")
             self._ended = True
 
     def _set_state(self, state: State, error: str | None = None) -> None:
+        """The source's health; its error is what the retained info shows every subscriber, so
+        a camera URL's password in it (ffmpeg repeats the URL) is masked here."""
+        error = None if error is None else mask_secrets(error)
         with self._lock:
             changed = state != self._state
             if state == "ok" and self._state == "reconnecting":
@@ -220,7 +229,8 @@ class Source:
         if changed and state == "ok":
             log.info("source %s: audio flows again", self.name)
         elif changed:
-            log.warning("source %s: %s (%s)", self.name, state, error)
+            level = logging.ERROR if state == "failed" else logging.WARNING
+            log.log(level, "source %s: %s (%s)", self.name, state, error)
 
     def _count_overflow(self, n: int = 1) -> None:
         with self._lock:

@@ -113,10 +113,11 @@ class FfmpegSource(Source):
         rest = b""
         flowed = False
         fd = proc.stdout.fileno()
+        stalled = False
         while not self._stop.is_set():
             ready, _, _ = select.select([fd], [], [], STALL_S)
             if not ready:
-                self._stderr.append(f"no audio from ffmpeg for {STALL_S:.0f} s")
+                stalled = True
                 break
             data = os.read(fd, chunk)
             if not data:
@@ -130,6 +131,8 @@ class FfmpegSource(Source):
             self._emit(np.frombuffer(data[:usable], dtype="<f4"))
         self._end(proc)
         errors.join(TERMINATE_WAIT_S)
+        if stalled:  # the reason, rather than what ffmpeg says as it is stopped
+            self._stderr.append(f"no audio for {STALL_S:g} s")
         for pipe in (proc.stdout, proc.stderr):
             with contextlib.suppress(OSError):
                 pipe.close()

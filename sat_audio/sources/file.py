@@ -56,7 +56,10 @@ class FileSource(Source):
         played = 0  # file frames emitted, for real-time pacing
         with sf.SoundFile(str(self.path)) as f:
             while not self._stop.is_set():
-                data = f.read(frames_per_read, dtype="float32", always_2d=True)
+                try:
+                    data = f.read(frames_per_read, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as err:
+                    raise SatAudioError(f"{self.path}: cannot be decoded ({err})") from None
                 at_end = data.shape[0] < frames_per_read
                 if at_end and self.cfg.loop:
                     f.seek(0)
