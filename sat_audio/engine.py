@@ -84,6 +84,13 @@ def load_scorer(cfg: "ModelConfig", variant: str | None = None) -> Scorer:
         from sat_audio.model.onnx_runtime import OnnxScorer
 
         path = onnx_export_of(cfg, variant)
+        scorer = OnnxScorer(path, threads=cfg.threads, precision=cfg.precision)
+        if variant is None or scorer.spec.name == variant:
+            return scorer
+        if Path(cfg.name).suffix == ".onnx":
+            raise SatAudioError(f"{path} holds {scorer.spec.name}, not {variant}")
+        # an export of another variant beside the checkpoint: the checkpoint itself decides
+        export_in_child(cfg.name, cfg.dir, path, cfg.precision, variant)
         return OnnxScorer(path, threads=cfg.threads, precision=cfg.precision)
     from sat_audio.model.checkpoint import load_model
 
@@ -97,14 +104,21 @@ def load_scorer(cfg: "ModelConfig", variant: str | None = None) -> Scorer:
 
 def onnx_export_of(cfg: "ModelConfig", variant: str | None = None) -> Path:
     """The onnx backend's graph of the configured model, exported from its checkpoint (downloaded
-    first for a registry name or URL) when there is none yet. A named .onnx file is taken as it
-    is."""
-    from sat_audio.model.onnx_runtime import onnx_path
+    first for a registry name or URL) when there is none yet, or the checkpoint is newer (replaced
+    since). A named .onnx file is taken as it is."""
+    from sat_audio.model.onnx_runtime import checkpoint_file, onnx_path
 
     path = onnx_path(cfg.name, cfg.dir, cfg.precision)
-    if not path.is_file() and Path(cfg.name).suffix != ".onnx":
+    if Path(cfg.name).suffix == ".onnx":
+        return path
+    checkpoint = checkpoint_file(cfg.name, cfg.dir)
+    if not path.is_file():
         log.info("exporting %s for the %s backend to %s (once)", cfg.name, cfg.runtime, path)
-        export_in_child(cfg.name, cfg.dir, path, cfg.precision, variant)
+    elif checkpoint.is_file() and checkpoint.stat().st_mtime_ns > path.stat().st_mtime_ns:
+        log.info("%s is newer than its export: exporting it again to %s", checkpoint, path)
+    else:
+        return path
+    export_in_child(cfg.name, cfg.dir, path, cfg.precision, variant)
     return path
 
 

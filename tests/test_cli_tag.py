@@ -107,6 +107,19 @@ def test_tag_on_onnx_without_torch_scores_as_torch(
     assert np.abs(want - want.mean(axis=0)).max() > 1e-2  # chunks differ: a real comparison
 
 
+def test_tag_on_onnx_exports_again_when_the_checkpoint_is_replaced(
+    tmp_path: Path, noise_wav: Path
+) -> None:
+    """The export beside a checkpoint stands for it until the checkpoint is newer."""
+    checkpoint = save_upstream(random_model("SAT_T_1s", seed=4), tmp_path / "mine.pt")
+    args = ("tag", str(noise_wav), "-m", str(checkpoint), "--variant", "SAT_T_1s", "-k", "1")
+    before = sat_audio(*args, "--backend", "onnx").stdout
+    assert "Stream" not in before
+    save_upstream(fire_label(random_model("SAT_T_1s"), find("Stream").index), checkpoint)
+    after = sat_audio(*args, "--backend", "onnx").stdout
+    assert after.count("Topk-1 Stream ") == 6
+
+
 def test_tag_backend_comes_from_the_configuration_file_else_onnx(
     tmp_path: Path, noise_wav: Path, sat_t_checkpoint: Path
 ) -> None:
@@ -317,7 +330,8 @@ def test_tag_loads_a_model_by_url_with_a_progress_bar(
         server.shutdown()
         server.server_close()
     assert sat_t_checkpoint.name in result.stderr and "100%" in result.stderr, result.stderr
-    assert [p.name for p in cache.iterdir()] == [sat_t_checkpoint.name]
+    onnx = Path(sat_t_checkpoint.name).with_suffix(".onnx").name  # its export, on that backend
+    assert {p.name for p in cache.iterdir()} - {onnx} == {sat_t_checkpoint.name}
     local = sat_audio("tag", str(noise_wav), "-m", str(sat_t_checkpoint)).stdout
     assert result.stdout == local
 

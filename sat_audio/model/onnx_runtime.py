@@ -180,22 +180,24 @@ class OnnxScorer:
         return contextlib.nullcontext()
 
 
-def onnx_path(name: str, directory: str | Path | None = None, precision: str = "float32") -> Path:
-    """Where the ONNX export of a model lives: beside its checkpoint, `.onnx` for `.pt` (int8:
-    `.int8.onnx`).
-
-    name is a registry name or an http(s) URL (its checkpoint in `directory`,
-    $SAT_AUDIO_MODEL_DIR or models/, as checkpoint.model_dir), a checkpoint path, or an .onnx
-    path, which is taken as it is.
-    """
+def checkpoint_file(name: str, directory: str | Path | None = None) -> Path:
+    """Where a model's checkpoint is, or where checkpoint.locate downloads it: a registry name's
+    or an http(s) URL's in `directory`, $SAT_AUDIO_MODEL_DIR or models/ (checkpoint.model_dir),
+    a path as it is."""
     chosen = directory or os.environ.get("SAT_AUDIO_MODEL_DIR")
     folder = Path(chosen).expanduser() if chosen else data_dir()
     if name in registry():
-        return folder / Path(get_spec(name).file).with_suffix(SUFFIX[precision]).name
+        return folder / get_spec(name).file
     if urlparse(name).scheme in ("http", "https"):
         file = Path(urlparse(name).path).name
         if not file:
             raise SatAudioError(f"model URL {name} does not end in a file name")
-        return folder / Path(file).with_suffix(SUFFIX[precision]).name
-    path = Path(name).expanduser()
+        return folder / file
+    return Path(name).expanduser()
+
+
+def onnx_path(name: str, directory: str | Path | None = None, precision: str = "float32") -> Path:
+    """Where the ONNX export of a model lives: beside its checkpoint (checkpoint_file), `.onnx`
+    for `.pt` (int8: `.int8.onnx`); an .onnx path is taken as it is."""
+    path = checkpoint_file(name, directory)
     return path if path.suffix == ".onnx" else path.with_suffix(SUFFIX[precision])
