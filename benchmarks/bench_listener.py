@@ -294,7 +294,7 @@ def main() -> None:
             with (folder / "stderr.txt").open("wb") as err:
                 probe = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
             try:
-                sub.wait_for(lambda: len(sub.on("sat_audio/bench/info")) > 0, 60, waiting)
+                sub.wait_for(lambda: len(sub.on("sat_audio/bench/info")) > 0, waiting)
                 time.sleep(args.chunk + 1)
                 env |= own_libraries(probe.pid, folder)
             finally:
@@ -308,7 +308,7 @@ def main() -> None:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
         ps = psutil.Process(proc.pid)
         try:
-            sub.wait_for(lambda: len(sub.on("sat_audio/bench/info")) > infos, 60, waiting)
+            sub.wait_for(lambda: len(sub.on("sat_audio/bench/info")) > infos, waiting)
             startup_s = time.monotonic() - launched
             started_rss = status_mb(proc.pid, "VmRSS")
             startup_peak = status_mb(proc.pid, "VmHWM")
