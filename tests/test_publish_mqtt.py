@@ -337,3 +337,26 @@ def test_a_second_listener_with_the_same_id_is_named(
     ) in caplog.text
     lost = [r for r in caplog.records if "lost the MQTT broker" in r.getMessage()]
     assert len(lost) <= 4, [r.getMessage() for r in lost]  # not one warning per takeover
+
+
+def test_retained_state_of_a_removed_event_is_cleared(broker: Broker) -> None:
+    """A restart without an event clears its retained state; the events it has keep theirs."""
+    sub = Subscriber(broker, (TOPICS.state("+"),), client_id="ha").start()
+    before = _publisher(broker)
+    before.start(lambda on: None)
+    before.state("dog", True)
+    before.state("cat", False)
+    sub.wait_text(TOPICS.state("cat"), "OFF")
+    assert before.close(5.0)
+
+    after = _publisher(broker)
+    after.start(lambda on: None)
+    after.state("dog", False)
+    sub.wait_for(lambda: sub.last(TOPICS.state("cat")).payload == b"", "cat's state cleared")
+    sub.wait_text(TOPICS.state("dog"), "OFF")
+    assert after.close(5.0)
+    sub.stop()
+    late = Subscriber(broker, (TOPICS.state("+"),), client_id="late").start()
+    late.wait_text(TOPICS.state("dog"), "OFF")
+    assert late.on(TOPICS.state("cat")) == []
+    late.stop()

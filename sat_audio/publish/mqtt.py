@@ -272,8 +272,10 @@ class MqttPublisher(Publisher):
                         topic = self._cleanup.get_nowait()
                     except queue.Empty:
                         break
+                    if topic in self._retained:
+                        continue  # published again since (an event state at start-up)
                     self._send(topic, "", qos=1, retain=True)
-                    log.info("removed Home Assistant discovery config %s", topic)
+                    log.info("removed %s, which this listener no longer publishes", topic)
 
     def _catch_up(self) -> None:
         """After a connect: queued transitions in order, then every retained topic's value."""
@@ -314,6 +316,8 @@ class MqttPublisher(Publisher):
                 (self._topics.listening_set, 1),
                 (self._topics.listening, 1),
                 (self._discovery_filter, 1),
+                # Retained states of events no longer configured are cleared like discovery.
+                (self._topics.state("+"), 1),
             ]
         )
         self._generation += 1
@@ -381,6 +385,6 @@ class MqttPublisher(Publisher):
                 if parse_switch(msg.payload) is False:
                     log.info("listening was switched off before this start; staying paused")
                     self._on_listening(False)
-        elif msg.payload and topic not in self._discovery:
+        elif msg.payload and topic not in self._retained:
             self._cleanup.put(topic)
             self._wake.set()
