@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeassistant.components.binary_sensor import (
+# Home Assistant 2026 defines the device classes in .const and no longer re-exports them.
+from homeassistant.components.binary_sensor import (  # type: ignore[attr-defined, unused-ignore]
     BinarySensorDeviceClass,
     BinarySensorEntity,
     BinarySensorEntityDescription,
 )
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .entity import SatAudioEntity
+from .entity import SatAudioEventKeyEntity, track_events
 from .listener import SatAudioConfigEntry, SatAudioListener, event_unique_id
 
 PARALLEL_UPDATES = 0
@@ -30,36 +31,15 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add a sensor for each event in the listener's info, now and whenever the info changes."""
-    listener = entry.runtime_data
-    added: set[str] = set()
-
-    @callback
-    def add_new_events() -> None:
-        # Removed events lose their entities in the listener; forget them so they may come back.
-        added.intersection_update(listener.events)
-        new = [key for key in listener.events if key not in added]
-        added.update(new)
-        async_add_entities(SatAudioEventBinarySensor(listener, key) for key in new)
-
-    add_new_events()
-    entry.async_on_unload(listener.async_add_info_listener(add_new_events))
+    track_events(entry, async_add_entities, SatAudioEventBinarySensor)
 
 
-class SatAudioEventBinarySensor(SatAudioEntity, BinarySensorEntity):
+class SatAudioEventBinarySensor(SatAudioEventKeyEntity, BinarySensorEntity):
     """On from an event's start to its end; attributes describe the latest episode."""
 
     def __init__(self, listener: SatAudioListener, key: str) -> None:
         """Name the sensor after the event as the listener's config names it."""
-        super().__init__(listener, SOUND_EVENT, event_unique_id(listener.listener_id, key))
-        self.key = key
-        self._attr_name = listener.events[key].info.name
-
-    @callback
-    def _handle_update(self) -> None:
-        # The entity is removed through the registry when its event goes; until then, keep up.
-        if state := self.listener.events.get(self.key):
-            self._attr_name = state.info.name
-            super()._handle_update()
+        super().__init__(listener, SOUND_EVENT, event_unique_id(listener.listener_id, key), key)
 
     @property
     def is_on(self) -> bool | None:

@@ -1,4 +1,9 @@
-"""Device triggers: "<event> started" and "<event> ended" for each event of a listener."""
+"""Device triggers: "<event> started" and "<event> ended" for each event of a listener.
+
+The subtype is the event's key, which the automation matches on; each trigger also names the
+event's binary sensor, so the automation editor shows the event's name ("{entity_name}
+started") rather than the key. The entity is for display only: the trigger works without it.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,26 @@ import voluptuous as vol
 from homeassistant.components.device_automation import DEVICE_TRIGGER_BASE_SCHEMA
 from homeassistant.components.homeassistant.triggers import event as event_trigger
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.const import CONF_DEVICE_ID, CONF_DOMAIN, CONF_PLATFORM, CONF_TYPE
+from homeassistant.const import (
+    CONF_DEVICE_ID,
+    CONF_DOMAIN,
+    CONF_ENTITY_ID,
+    CONF_EVENT_DATA,
+    CONF_PLATFORM,
+    CONF_TYPE,
+    Platform,
+)
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import (
+    config_validation as cv,
+    device_registry as dr,
+    entity_registry as er,
+)
 from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 
 from .const import DOMAIN, EVENT_SOUND, TRIGGER_ENDED, TRIGGER_STARTED
+from .listener import SatAudioListener, event_unique_id
 from .protocol import SLUG_RE
 
 CONF_SUBTYPE = "subtype"
@@ -23,6 +41,7 @@ TRIGGER_SCHEMA = DEVICE_TRIGGER_BASE_SCHEMA.extend(
     {
         vol.Required(CONF_TYPE): vol.In(TRIGGER_TYPES),
         vol.Required(CONF_SUBTYPE): vol.All(str, vol.Match(SLUG_RE)),
+        vol.Optional(CONF_ENTITY_ID): cv.entity_id_or_uuid,
     }
 )
 
@@ -37,18 +56,27 @@ async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[s
         entry = hass.config_entries.async_get_entry(entry_id)
         if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
             continue
-        triggers.extend(
-            {
+        listener: SatAudioListener = entry.runtime_data
+        for key in listener.events:
+            base = {
                 CONF_PLATFORM: "device",
                 CONF_DOMAIN: DOMAIN,
                 CONF_DEVICE_ID: device_id,
-                CONF_TYPE: trigger,
                 CONF_SUBTYPE: key,
             }
-            for key in entry.runtime_data.events
-            for trigger in TRIGGER_TYPES
-        )
+            if sensor := _sensor_registry_id(hass, listener, key):
+                base[CONF_ENTITY_ID] = sensor
+            triggers.extend(base | {CONF_TYPE: trigger} for trigger in TRIGGER_TYPES)
     return triggers
+
+
+def _sensor_registry_id(hass: HomeAssistant, listener: SatAudioListener, key: str) -> str | None:
+    """Return the registry id of an event's binary sensor, which survives its renames."""
+    registry = er.async_get(hass)
+    unique_id = event_unique_id(listener.listener_id, key)
+    entity_id = registry.async_get_entity_id(Platform.BINARY_SENSOR, DOMAIN, unique_id)
+    entry = registry.async_get(entity_id) if entity_id else None
+    return entry.id if entry else None
 
 
 async def async_attach_trigger(
@@ -60,9 +88,9 @@ async def async_attach_trigger(
     """Run the action on the bus event the listener fires for that event's start or end."""
     event_config = event_trigger.TRIGGER_SCHEMA(
         {
-            event_trigger.CONF_PLATFORM: "event",
+            CONF_PLATFORM: "event",
             event_trigger.CONF_EVENT_TYPE: EVENT_SOUND,
-            event_trigger.CONF_EVENT_DATA: {
+            CONF_EVENT_DATA: {
                 CONF_DEVICE_ID: config[CONF_DEVICE_ID],
                 CONF_TYPE: config[CONF_TYPE],
                 CONF_SUBTYPE: config[CONF_SUBTYPE],

@@ -1,13 +1,16 @@
-"""Base entity: one SAT Audio listener device, available while the listener says it is online."""
+"""Base entities: one SAT Audio listener device, available while the listener says online."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import Entity, EntityDescription
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import DOMAIN
-from .listener import SatAudioListener
+from .listener import SatAudioConfigEntry, SatAudioListener
 
 
 class SatAudioEntity(Entity):
@@ -28,7 +31,7 @@ class SatAudioEntity(Entity):
     @property
     def available(self) -> bool:
         """Return whether the listener's status topic says online."""
-        return self.listener.online
+        return self.listener.online is True
 
     async def async_added_to_hass(self) -> None:
         """Follow the listener's messages while the entity exists."""
@@ -38,3 +41,54 @@ class SatAudioEntity(Entity):
     @callback
     def _handle_update(self) -> None:
         self.async_write_ha_state()
+
+
+class SatAudioEventKeyEntity(SatAudioEntity):
+    """An entity of one configured sound event, named as the listener's config names it."""
+
+    def __init__(
+        self,
+        listener: SatAudioListener,
+        description: EntityDescription,
+        unique_id: str,
+        key: str,
+    ) -> None:
+        """Take the event's name from the listener's info."""
+        super().__init__(listener, description, unique_id)
+        self.key = key
+        self._attr_name = listener.events[key].info.name
+
+    @callback
+    def _handle_update(self) -> None:
+        # track_events removes the entity when its event goes; until then, keep up.
+        if state := self.listener.events.get(self.key):
+            self._attr_name = state.info.name
+            super()._handle_update()
+
+
+def track_events[T: SatAudioEventKeyEntity](
+    entry: SatAudioConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    make: Callable[[SatAudioListener, str], T],
+) -> None:
+    """Keep one entity per event of the listener's info, now and whenever the info changes.
+
+    An event that leaves the info takes its entity away without deleting its registry entry:
+    Home Assistant shows it unavailable, names and areas kept, until the user deletes it or
+    the event comes back (a misconfigured listener that announces no events loses nothing).
+    """
+    listener = entry.runtime_data
+    live: dict[str, T] = {}
+
+    @callback
+    def follow_info() -> None:
+        for key in live.keys() - listener.events.keys():
+            # An entity the user disabled was never added, and has nothing to remove.
+            if (gone := live.pop(key)).hass is not None:
+                entry.async_create_task(listener.hass, gone.async_remove())
+        new = [make(listener, key) for key in listener.events if key not in live]
+        live.update((entity.key, entity) for entity in new)
+        async_add_entities(new)
+
+    follow_info()
+    entry.async_on_unload(listener.async_add_info_listener(follow_info))

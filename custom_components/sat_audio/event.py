@@ -1,4 +1,4 @@
-"""The listener's event entity: fires `<event>_started` and `<event>_ended` for every episode."""
+"""One event entity per configured sound event: it fires `started` and `ended` per episode."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import TRIGGER_ENDED, TRIGGER_STARTED
-from .entity import SatAudioEntity
+from .entity import SatAudioEventKeyEntity, track_events
 from .listener import (
     SatAudioConfigEntry,
     SatAudioListener,
+    event_entity_unique_id,
     transition_data,
     trigger_name,
 )
@@ -18,7 +19,14 @@ from .protocol import Transition
 
 PARALLEL_UPDATES = 0
 
-SOUND = EventEntityDescription(key="sound", translation_key="sound")
+# Fixed types, translated ("Started", "Ended"): the event's name is the entity's own.
+SOUND_EVENT = EventEntityDescription(
+    key="sound_event",
+    translation_key="sound_event",
+    event_types=[TRIGGER_STARTED, TRIGGER_ENDED],
+)
+# The episode id and the event key mean nothing to a user; the bus event still has both.
+HIDDEN_DATA = ("id", "event")
 
 
 async def async_setup_entry(
@@ -26,46 +34,30 @@ async def async_setup_entry(
     entry: SatAudioConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the listener's one event entity."""
-    listener = entry.runtime_data
-    async_add_entities([SatAudioEventEntity(listener)])
+    """Add an event entity for each event in the listener's info, now and as it changes."""
+    track_events(entry, async_add_entities, SatAudioEventEntity)
 
 
-def event_type(key: str, trigger: str) -> str:
-    """Return the event type for an event key and a trigger type (started/ended)."""
-    return f"{key}_{trigger}"
+class SatAudioEventEntity(SatAudioEventKeyEntity, EventEntity):
+    """Fires `started` and `ended` with the episode's label, scores and times."""
 
-
-class SatAudioEventEntity(SatAudioEntity, EventEntity):
-    """One event entity per listener; its event types follow the configured events."""
-
-    def __init__(self, listener: SatAudioListener) -> None:
-        """Start with the events the listener has announced so far."""
-        super().__init__(listener, SOUND, f"{listener.listener_id}-{SOUND.key}")
-        self._attr_event_types = self._current_types()
-
-    def _current_types(self) -> list[str]:
-        return [
-            event_type(key, trigger)
-            for key in self.listener.events
-            for trigger in (TRIGGER_STARTED, TRIGGER_ENDED)
-        ]
+    def __init__(self, listener: SatAudioListener, key: str) -> None:
+        """Name the entity after the event as the listener's config names it."""
+        super().__init__(
+            listener, SOUND_EVENT, event_entity_unique_id(listener.listener_id, key), key
+        )
 
     async def async_added_to_hass(self) -> None:
-        """Also fire for each new start and end."""
+        """Also fire for each new start and end of this event."""
         await super().async_added_to_hass()
         self.async_on_remove(self.listener.async_add_transition_listener(self._fire))
 
     @callback
-    def _handle_update(self) -> None:
-        if (types := self._current_types()) != self.event_types:
-            self._attr_event_types = types
-        super()._handle_update()
-
-    @callback
     def _fire(self, transition: Transition) -> None:
-        self._attr_event_types = self._current_types()
-        self._trigger_event(
-            event_type(transition.event, trigger_name(transition.type)),
-            transition_data(transition),
-        )
+        if transition.event != self.key:
+            return
+        data = transition_data(transition)
+        for hidden in HIDDEN_DATA:
+            del data[hidden]
+        # The listener's update callbacks write the state right after.
+        self._trigger_event(trigger_name(transition.type), data)

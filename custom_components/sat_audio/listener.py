@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 import logging
 from typing import Any
 
@@ -12,20 +13,26 @@ from homeassistant.components import mqtt
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_DEVICE_ID, CONF_TYPE
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
-from homeassistant.helpers import device_registry as dr, entity_registry as er
+from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.helpers.event import async_call_later
 
 from .const import (
     CONF_LISTENER_ID,
     CONF_TOPIC_PREFIX,
     DOMAIN,
     EVENT_SOUND,
+    ISSUE_OFFLINE,
+    ISSUE_PROTOCOL,
+    ISSUE_SOURCE_FAILED,
     MANUFACTURER,
+    OFFLINE_ISSUE_AFTER,
     TRIGGER_ENDED,
     TRIGGER_STARTED,
 )
 from .protocol import (
     Dropped,
     EventInfo,
+    Kind,
     ListenerInfo,
     Scores,
     Transition,
@@ -50,6 +57,11 @@ def event_unique_id(listener_id: str, key: str) -> str:
     return f"{listener_id}-event-{key}"
 
 
+def event_entity_unique_id(listener_id: str, key: str) -> str:
+    """Return the unique id of an event's event entity."""
+    return f"{listener_id}-sound-{key}"
+
+
 def trigger_name(transition_type: str) -> str:
     """Map a protocol transition type to its device trigger type."""
     return TRIGGER_STARTED if transition_type == "start" else TRIGGER_ENDED
@@ -64,11 +76,23 @@ class EventState:
     last: Transition | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """The start of the latest episode, by the event's name (a key means nothing to a user)."""
+
+    start: datetime
+    name: str
+    label: str
+
+
 class SatAudioListener:
     """Subscribe to one listener's topics and keep what they say.
 
     Every payload goes through protocol.parse; anything it drops is logged at debug level and
-    changes nothing. Entities register callbacks and are told after each accepted message.
+    changes nothing (a dropped info is worth a warning: the entities then lag the listener).
+    Entities register callbacks and are told after each accepted message. Repair issues say
+    what the user should act on: a listener offline too long, a failed source, a protocol this
+    integration does not know; each goes when its cause does.
     """
 
     def __init__(self, hass: HomeAssistant, entry: SatAudioConfigEntry) -> None:
@@ -79,16 +103,19 @@ class SatAudioListener:
         self.base = topic_base(entry.data[CONF_TOPIC_PREFIX], self.listener_id)
         self.command_topic = command_topic(entry.data[CONF_TOPIC_PREFIX], self.listener_id)
         self.info: ListenerInfo | None = None
-        self.online = False
+        # None until the first status: only a return from offline is "back online".
+        self.online: bool | None = None
         self.listening_state: bool | None = None
         self.events: dict[str, EventState] = {}
         self.scores: Scores | None = None
-        self.last_detection: Transition | None = None
+        self.last_detection: Detection | None = None
         self.device_id = ""
         self.dropped = 0
         self._early_states: dict[str, bool] = {}
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._warned_version = False
+        self._unknown_version: int | None = None
+        self._info_warned = False
+        self._offline_timer: CALLBACK_TYPE | None = None
         self._update_callbacks: list[CALLBACK_TYPE] = []
         self._info_callbacks: list[CALLBACK_TYPE] = []
         self._transition_callbacks: list[Callable[[Transition], None]] = []
@@ -109,11 +136,32 @@ class SatAudioListener:
             name=self.entry.title,
         )
         self.device_id = device.id
+        self.entry.async_on_unload(self._stop)
         self.entry.async_on_unload(
             await mqtt.async_subscribe(
                 self.hass, f"{self.base}/#", self._message_received, qos=1, encoding=None
             )
         )
+        # A listener that never says online (not running, another broker) is offline too.
+        self._watch_offline()
+
+    @callback
+    def _stop(self) -> None:
+        """Forget the timer and the issues: nothing watches this listener any more."""
+        if self._offline_timer is not None:
+            self._offline_timer()
+            self._offline_timer = None
+        for issue in (ISSUE_OFFLINE, ISSUE_SOURCE_FAILED, ISSUE_PROTOCOL):
+            ir.async_delete_issue(self.hass, DOMAIN, self.issue_id(issue))
+
+    def issue_id(self, issue: str) -> str:
+        """Return the id of one of this entry's repair issues."""
+        return f"{issue}_{self.entry.entry_id}"
+
+    @property
+    def name(self) -> str:
+        """Return the listener's name: its info's, else the entry's title."""
+        return self.info.name if self.info else self.entry.title
 
     @callback
     def async_add_listener(self, update: CALLBACK_TYPE) -> CALLBACK_TYPE:
@@ -137,14 +185,14 @@ class SatAudioListener:
             return
         value = parse(topic.kind, msg.payload)
         if isinstance(value, Dropped):
-            self._drop(msg.topic, value)
+            self._drop(msg.topic, topic.kind, value)
             return
         match topic.kind, value:
             case "status", bool():
                 self._set_online(value)
             case "info", ListenerInfo():
                 if value.id != self.listener_id:
-                    self._drop(msg.topic, Dropped(f"info of listener {value.id!r}"))
+                    self._drop(msg.topic, "info", Dropped(f"it is listener {value.id!r}'s"))
                     return
                 self._set_info(value)
             case "event_state", bool() if topic.event in self.events:
@@ -154,7 +202,9 @@ class SatAudioListener:
                 return
             case "transition", Transition() if topic.event in self.events:
                 if value.event != topic.event:
-                    self._drop(msg.topic, Dropped(f"transition of event {value.event!r}"))
+                    self._drop(
+                        msg.topic, topic.kind, Dropped(f"transition of event {value.event!r}")
+                    )
                     return
                 if not self._set_transition(value):
                     return
@@ -163,34 +213,96 @@ class SatAudioListener:
             case "listening", bool():
                 self.listening_state = value
             case _:
-                self._drop(msg.topic, Dropped(f"event {topic.event!r} is not configured"))
+                self._drop(
+                    msg.topic, topic.kind, Dropped(f"event {topic.event!r} is not configured")
+                )
                 return
+        # Top sound and level describe what is heard now: nothing while paused or offline.
+        if self.listening is False or self.online is False:
+            self.scores = None
         for update in list(self._update_callbacks):
             update()
 
-    def _drop(self, topic: str, dropped: Dropped) -> None:
+    def _drop(self, topic: str, kind: Kind, dropped: Dropped) -> None:
         self.dropped += 1
-        if dropped.unknown_version and not self._warned_version:
-            self._warned_version = True
+        if dropped.version is not None:
+            if self._unknown_version is None:
+                _LOGGER.warning(
+                    "Listener %s speaks a protocol this integration does not know (%s); its "
+                    "messages are ignored until the integration is updated",
+                    self.listener_id,
+                    dropped.reason,
+                )
+            if self._unknown_version != dropped.version:
+                self._unknown_version = dropped.version
+                self._raise_issue(ISSUE_PROTOCOL, version=str(dropped.version))
+        elif kind == "info" and not self._info_warned:
+            # Once until a valid info comes: a listener re-publishes its info every few seconds.
+            self._info_warned = True
             _LOGGER.warning(
-                "Listener %s speaks a protocol this integration does not know (%s); its "
-                "messages are ignored until the integration is updated",
+                "Ignored the info message of SAT Audio listener %s on %s (%s); its device and "
+                "entities stay as the last valid info made them",
                 self.listener_id,
+                topic,
                 dropped.reason,
             )
         _LOGGER.debug("Dropped a message on %s: %s", topic, dropped.reason)
 
+    def _raise_issue(self, issue: str, *, fixable: bool = False, **placeholders: str) -> None:
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            self.issue_id(issue),
+            is_fixable=fixable,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=issue,
+            translation_placeholders={"name": self.name, **placeholders},
+            data={"entry_id": self.entry.entry_id},
+        )
+
     def _set_online(self, online: bool) -> None:
-        if online != self.online:
-            _LOGGER.info(
-                "SAT Audio listener %s is %s",
-                self.listener_id,
-                "back online" if online else "offline",
-            )
+        if online and self.online is False:
+            _LOGGER.info("SAT Audio listener %s is back online", self.listener_id)
+        elif not online and self.online is not False:
+            _LOGGER.info("SAT Audio listener %s is offline", self.listener_id)
         self.online = online
+        if online:
+            if self._offline_timer is not None:
+                self._offline_timer()
+                self._offline_timer = None
+            ir.async_delete_issue(self.hass, DOMAIN, self.issue_id(ISSUE_OFFLINE))
+        else:
+            self._watch_offline()
+
+    def _watch_offline(self) -> None:
+        """Raise the offline issue unless the listener is online within OFFLINE_ISSUE_AFTER."""
+        if self._offline_timer is None:
+            self._offline_timer = async_call_later(
+                self.hass, OFFLINE_ISSUE_AFTER, self._offline_too_long
+            )
+
+    @callback
+    def _offline_too_long(self, _now: datetime) -> None:
+        self._offline_timer = None
+        if not self.online:
+            minutes = int(OFFLINE_ISSUE_AFTER.total_seconds() // 60)
+            self._raise_issue(ISSUE_OFFLINE, fixable=True, minutes=str(minutes))
 
     def _set_info(self, info: ListenerInfo) -> None:
         self.info = info
+        self._info_warned = False
+        if self._unknown_version is not None:
+            self._unknown_version = None
+            ir.async_delete_issue(self.hass, DOMAIN, self.issue_id(ISSUE_PROTOCOL))
+        if failed := [source for source in info.sources if source.state == "failed"]:
+            self._raise_issue(
+                ISSUE_SOURCE_FAILED,
+                sources=", ".join(f"{s.name} ({s.error})" if s.error else s.name for s in failed),
+            )
+        else:
+            ir.async_delete_issue(self.hass, DOMAIN, self.issue_id(ISSUE_SOURCE_FAILED))
+        # The entities of an event the listener no longer has take themselves away, and keep
+        # their registry entries (names, areas, customisations) until the user deletes them.
         keys = {event.key for event in info.events}
         for key in self.events.keys() - keys:
             del self.events[key]
@@ -206,13 +318,6 @@ class SatAudioListener:
             model=info.model,
             sw_version=info.version,
         )
-        # Entities of events the listener no longer has go away with their registry entries.
-        registry = er.async_get(self.hass)
-        current = {event_unique_id(self.listener_id, key) for key in keys}
-        prefix = event_unique_id(self.listener_id, "")
-        for entity in er.async_entries_for_config_entry(registry, self.entry.entry_id):
-            if entity.unique_id.startswith(prefix) and entity.unique_id not in current:
-                registry.async_remove(entity.entity_id)
         for update in list(self._info_callbacks):
             update()
 
@@ -229,7 +334,7 @@ class SatAudioListener:
         state.on = transition.type == "start"
         state.last = transition
         if transition.type == "start":
-            self.last_detection = transition
+            self.last_detection = Detection(transition.start, state.info.name, transition.label)
         for update in list(self._transition_callbacks):
             update(transition)
         self.hass.bus.async_fire(
@@ -238,6 +343,7 @@ class SatAudioListener:
                 CONF_DEVICE_ID: self.device_id,
                 CONF_TYPE: trigger_name(transition.type),
                 "subtype": transition.event,
+                "name": state.info.name,
                 **transition_data(transition),
             },
         )

@@ -7,6 +7,7 @@ comes back as `Dropped` with a one-line reason, so callers log it at debug level
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 import json
@@ -48,6 +49,7 @@ class SourceInfo:
     state: str
     overflows: int
     dropped_s: float
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +103,13 @@ class Scores:
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
-    """A payload that is not ours to use; `reason` says why, for a debug log line."""
+    """A payload that is not ours to use; `reason` says why, for a debug log line.
+
+    `version` is the payload's protocol version when that, and nothing else, is what is unknown.
+    """
 
     reason: str
-    unknown_version: bool = False
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,21 +182,21 @@ def _count(value: Any) -> int:
 
 
 def _score(value: Any) -> float:
-    if not 0.0 <= (value := _number(value)) <= 1.0:
+    if not 0.0 <= (number := _number(value)) <= 1.0:
         raise vol.Invalid("score outside 0..1")
-    return value
+    return number
 
 
 def _non_negative(value: Any) -> float:
-    if (value := _number(value)) < 0.0:
+    if (number := _number(value)) < 0.0:
         raise vol.Invalid("negative")
-    return value
+    return number
 
 
 def _positive(value: Any) -> float:
-    if (value := _number(value)) <= 0.0:
+    if (number := _number(value)) <= 0.0:
         raise vol.Invalid("not positive")
-    return value
+    return number
 
 
 def _time(value: Any) -> datetime:
@@ -239,6 +244,7 @@ _SOURCE = vol.Schema(
         vol.Required("state"): vol.In(["ok", "reconnecting", "failed"]),
         vol.Optional("overflows", default=0): _count,
         vol.Optional("dropped_s", default=0.0): _non_negative,
+        vol.Optional("error", default=None): vol.Any(None, _text),
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -324,11 +330,11 @@ def _decode_json(text: str) -> dict[str, Any] | Dropped:
         return Dropped("not a JSON object")
     version = data.get("v")
     if isinstance(version, int) and not isinstance(version, bool) and version != VERSION:
-        return Dropped(f"protocol version {version} is not {VERSION}", unknown_version=True)
+        return Dropped(f"protocol version {version} is not {VERSION}", version=version)
     return data
 
 
-def parse(kind: Kind, payload: bytes | str) -> Payload | Dropped:
+def parse(kind: Kind, payload: bytes | bytearray | str) -> Payload | Dropped:
     """Validate one payload for a topic kind; return its value or why it was dropped.
 
     Plain-text topics give a bool, JSON topics their dataclass. A str payload (discovery hands
@@ -336,7 +342,7 @@ def parse(kind: Kind, payload: bytes | str) -> Payload | Dropped:
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Dropped(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD_BYTES}")
-    if isinstance(payload, bytes):
+    if isinstance(payload, bytes | bytearray):
         try:
             payload = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -366,7 +372,7 @@ def _info(data: dict[str, Any]) -> ListenerInfo:
         chunk_s=data.get("chunk_s"),
         listening=data.get("listening"),
         sources=tuple(
-            SourceInfo(s["name"], s["kind"], s["state"], s["overflows"], s["dropped_s"])
+            SourceInfo(s["name"], s["kind"], s["state"], s["overflows"], s["dropped_s"], s["error"])
             for s in data["sources"]
         ),
         events=tuple(
@@ -403,4 +409,8 @@ def _scores(data: dict[str, Any]) -> Scores:
     )
 
 
-_BUILDERS: Final = {"info": _info, "transition": _transition, "scores": _scores}
+_BUILDERS: Final[dict[str, Callable[[dict[str, Any]], Payload]]] = {
+    "info": _info,
+    "transition": _transition,
+    "scores": _scores,
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from unittest.mock import Mock, PropertyMock, patch
 
 import pytest
@@ -10,10 +11,19 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient, MqttMockPahoClient
 from syrupy.assertion import SnapshotAssertion
+from syrupy.location import PyTestLocation
 
 from custom_components.sat_audio.const import CONF_LISTENER_ID, CONF_TOPIC_PREFIX, DOMAIN
+from homeassistant.const import MAJOR_VERSION, MINOR_VERSION
 from homeassistant.core import HomeAssistant
 from payloads import BASE, LISTENER, PREFIX, Send, dumps, info
+
+# Registry entries and states gain fields between Home Assistant releases: the snapshots of
+# these test modules are kept per release, in snapshots-<major.minor>; the rest are shared.
+# (Side by side, not nested: syrupy would count a nested folder's snapshots as unused, and
+# --snapshot-update would delete the other release's.)
+HA_RELEASE = f"{MAJOR_VERSION}.{MINOR_VERSION}"
+PER_RELEASE = {"test_snapshots"}
 
 
 @pytest.fixture(autouse=True)
@@ -34,13 +44,25 @@ def mqtt_mock(
     mqtt_client_mock.on_socket_close(mqtt_client_mock, None, Mock(fileno=Mock(return_value=-1)))
 
 
+class ReleaseSnapshotExtension(HomeAssistantSnapshotExtension):
+    """Home Assistant's serializer; a release's own folder for formats that differ by release."""
+
+    @classmethod
+    def dirname(cls, *, test_location: PyTestLocation) -> str:
+        """Return snapshots/ beside the test file, or snapshots-<major.minor> for PER_RELEASE."""
+        test_file = Path(test_location.filepath)
+        if test_file.stem in PER_RELEASE:
+            return str(test_file.parent / f"snapshots-{HA_RELEASE}")
+        return str(test_file.parent / "snapshots")
+
+
 @pytest.fixture
 def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     """Snapshot with Home Assistant's serializer, which blanks ids and times that vary per run.
 
     The harness defines this too, but syrupy's own fixture of the same name wins over it.
     """
-    return snapshot.use_extension(HomeAssistantSnapshotExtension)
+    return snapshot.use_extension(ReleaseSnapshotExtension)
 
 
 @pytest.fixture

@@ -9,7 +9,13 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
-from custom_components.sat_audio.const import CONF_LISTENER_ID, CONF_TOPIC_PREFIX, DOMAIN
+from custom_components.sat_audio.const import (
+    CONF_LISTENER_ID,
+    CONF_TOPIC_PREFIX,
+    DOMAIN,
+    MAX_DISCOVERY_FLOWS,
+)
+from helpers import our_warnings
 from homeassistant.config_entries import SOURCE_MQTT, SOURCE_USER, ConfigFlowResult
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -36,7 +42,11 @@ async def test_discovery_creates_entry(hass: HomeAssistant, mqtt_mock: MqttMockH
     )
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "discovery_confirm"
-    assert result["description_placeholders"] == {"name": "Kitchen", "model": "SAT_T_2s"}
+    assert result["description_placeholders"] == {
+        "name": "Kitchen",
+        "model": "SAT_T_2s",
+        "events": "Glass breaking, Dog barking",
+    }
 
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
     assert result["type"] is FlowResultType.CREATE_ENTRY
@@ -78,10 +88,14 @@ async def test_discovery_rejects_bad_info(
     assert result["reason"] == "invalid_discovery_info"
 
 
-async def test_discovery_of_configured_listener_aborts_and_updates(
+async def test_discovery_of_configured_listener_aborts_and_stays(
     hass: HomeAssistant, mqtt_mock: MqttMockHAClient
 ) -> None:
-    """A known listener aborts as a duplicate, and its entry follows the discovered prefix."""
+    """A known listener id aborts as a duplicate; its entry keeps its own prefix.
+
+    The info under another prefix may be a second listener given the same id by mistake:
+    moving the entry would take the user's device over to it.
+    """
     entry = MockConfigEntry(
         domain=DOMAIN,
         unique_id=LISTENER,
@@ -93,8 +107,46 @@ async def test_discovery_of_configured_listener_aborts_and_updates(
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
-    assert entry.data[CONF_TOPIC_PREFIX] == "sat_audio"
+    assert entry.data[CONF_TOPIC_PREFIX] == "old"
     assert len(hass.config_entries.async_entries(DOMAIN)) == 1
+
+
+async def test_many_listeners_at_once_are_capped(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A burst of distinct ids opens a few discovery flows, not one per id; a warning says why."""
+    for n in range(3 * MAX_DISCOVERY_FLOWS):
+        async_fire_mqtt_message(
+            hass, f"sat_audio/l{n}/info", dumps(info(id=f"l{n}", name=f"L{n}")), 1, True
+        )
+    await hass.async_block_till_done()
+    flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert len(flows) == MAX_DISCOVERY_FLOWS
+    warnings = our_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert f"{MAX_DISCOVERY_FLOWS} discovered listeners already wait" in warnings[0]
+
+    # Once the user deals with one, the next listener's info is offered again.
+    hass.config_entries.flow.async_abort(flows[0]["flow_id"])
+    async_fire_mqtt_message(hass, "sat_audio/late/info", dumps(info(id="late")), 1, True)
+    await hass.async_block_till_done()
+    flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert "late" in [flow["context"]["unique_id"] for flow in flows]
+
+
+async def test_dropped_discovery_is_warned_about(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A discovered info that is dropped is a warning naming why, once per topic."""
+    bad = dumps(info(events=[{"key": "Bad Key"}]))
+    for payload in (bad, bad):
+        await hass.config_entries.flow.async_init(
+            DOMAIN, context={"source": SOURCE_MQTT}, data=discovery(payload)
+        )
+    warnings = our_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert f"sat_audio/{LISTENER}/info" in warnings[0]
+    assert "not a slug" in warnings[0]
 
 
 async def test_second_discovery_while_first_is_open_aborts(

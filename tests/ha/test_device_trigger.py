@@ -10,13 +10,14 @@ from pytest_homeassistant_custom_component.common import (
 from pytest_unordered import unordered
 
 from custom_components.sat_audio.device_trigger import async_get_triggers
+from helpers import listener_device
 from homeassistant.components import automation
 from homeassistant.components.device_automation import DeviceAutomationType
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.translation import async_get_translations
 from homeassistant.setup import async_setup_component
-from payloads import LISTENER, Send, dumps, info, transition
+from payloads import Send, dumps, info, transition
 
 
 async def sound_triggers(hass: HomeAssistant, device: str) -> list[dict[str, str]]:
@@ -27,27 +28,35 @@ async def sound_triggers(hass: HomeAssistant, device: str) -> list[dict[str, str
 
 def device_id(hass: HomeAssistant) -> str:
     """Return the kitchen listener's device id."""
-    device = dr.async_get(hass).async_get_device(identifiers={("sat_audio", LISTENER)})
-    assert device is not None
-    return device.id
+    return listener_device(hass).id
 
 
 async def test_triggers_listed_per_event(
     hass: HomeAssistant, setup_listener: MockConfigEntry, send: Send
 ) -> None:
-    """A started and an ended trigger per configured event, following the info."""
+    """A started and an ended trigger per configured event, following the info.
+
+    Each names its event's binary sensor by registry id: the editor shows that entity's name.
+    """
     device = device_id(hass)
     triggers = await sound_triggers(hass, device)
+    registry = er.async_get(hass)
+    sensors = {
+        "glass_breaking": registry.async_get("binary_sensor.kitchen_glass_breaking").id,
+        "dog_bark": registry.async_get("binary_sensor.kitchen_dog_barking").id,
+    }
     expected = [
         {
             "platform": "device",
             "domain": "sat_audio",
             "device_id": device,
+            "entity_id": sensor,
             "type": kind,
             "subtype": key,
-            "metadata": {},
+            # Home Assistant's own, from the entity: not hidden, no entity category.
+            "metadata": {"secondary": False},
         }
-        for key in ("glass_breaking", "dog_bark")
+        for key, sensor in sensors.items()
         for kind in ("started", "ended")
     ]
     assert triggers == unordered(expected)
@@ -69,19 +78,24 @@ async def test_no_triggers_without_a_loaded_listener(
 async def test_trigger_names_are_translated(
     hass: HomeAssistant, setup_listener: MockConfigEntry
 ) -> None:
-    """The frontend names a trigger "<event> started" / "<event> ended" from the translations."""
+    """The frontend names a trigger "<event's sensor> started", never by the event's key."""
     strings = await async_get_translations(hass, "en", "device_automation", ["sat_audio"])
     prefix = "component.sat_audio.device_automation.trigger_type"
-    assert strings[f"{prefix}.started"] == "{subtype} started"
-    assert strings[f"{prefix}.ended"] == "{subtype} ended"
+    assert strings[f"{prefix}.started"] == "{entity_name} started"
+    assert strings[f"{prefix}.ended"] == "{entity_name} ended"
 
 
 async def test_trigger_runs_automation(
     hass: HomeAssistant, setup_listener: MockConfigEntry, send: Send
 ) -> None:
-    """An automation on "glass_breaking started" runs on that start, not on other events."""
+    """An automation on "glass_breaking started" runs on that start, not on other events.
+
+    The started trigger is saved as the editor saves it (with the sensor's registry id), the
+    ended one as automations written before the id existed: both run.
+    """
     calls = async_mock_service(hass, "test", "automation")
     device = device_id(hass)
+    sensor = er.async_get(hass).async_get("binary_sensor.kitchen_glass_breaking").id
     assert await async_setup_component(
         hass,
         automation.DOMAIN,
@@ -94,7 +108,8 @@ async def test_trigger_runs_automation(
                         "device_id": device,
                         "type": kind,
                         "subtype": "glass_breaking",
-                    },
+                    }
+                    | ({"entity_id": sensor} if kind == "started" else {}),
                     "action": {
                         "service": "test.automation",
                         "data_template": {

@@ -17,6 +17,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 from tests.broker import Broker
 
 from custom_components.sat_audio.const import DOMAIN
+from helpers import listener_device
 from homeassistant.components import automation, mqtt
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE
@@ -27,7 +28,7 @@ from homeassistant.setup import async_setup_component
 from real_listener import Listener, listener_side, write_config
 
 SENSOR = "binary_sensor.end_to_end_glass"
-EVENT = "event.end_to_end_sound"
+EVENT = "event.end_to_end_glass"
 
 
 async def wait_for(check: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
@@ -87,8 +88,7 @@ async def test_listener_to_automation(
         await hass.async_block_till_done()
         assert entry.state is ConfigEntryState.LOADED
 
-        device = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, "e2e")})
-        assert device is not None
+        device = listener_device(hass, "e2e")
         calls = async_mock_service(hass, "test", "automation")
         assert await async_setup_component(
             hass,
@@ -112,7 +112,8 @@ async def test_listener_to_automation(
         fired: list[str] = []
 
         def on_event_entity(event: Event[EventStateChangedData]) -> None:
-            if (new := event.data["new_state"]) and "event_type" in new.attributes:
+            new = event.data["new_state"]
+            if event.data["entity_id"] == EVENT and new and new.attributes.get("event_type"):
                 fired.append(new.attributes["event_type"])
 
         hass.bus.async_listen("state_changed", on_event_entity)
@@ -125,8 +126,8 @@ async def test_listener_to_automation(
         assert on.attributes["score"] > 0.99
         assert on.attributes["device_class"] == "sound"
         await wait_for(lambda: hass.states.get(SENSOR).state == STATE_OFF, 30, "glass off", log)
-        await wait_for(lambda: "glass_ended" in fired, 10, "the ended event", log)
-        assert fired[fired.index("glass_ended") - 1] == "glass_started"
+        await wait_for(lambda: "ended" in fired, 10, "the ended event", log)
+        assert fired[fired.index("ended") - 1] == "started"
         assert [call.data["label"] for call in calls][:1] == ["Shatter"]
 
         # A clean stop says offline: everything becomes unavailable.

@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    mock_restore_cache_with_extra_data,
+)
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
+from helpers import listener_device
 from homeassistant.components.switch import DOMAIN as SWITCH_DOMAIN
 from homeassistant.const import (
     ATTR_ENTITY_ID,
@@ -18,13 +22,15 @@ from homeassistant.const import (
     STATE_UNAVAILABLE,
     STATE_UNKNOWN,
 )
-from homeassistant.core import HomeAssistant
-from homeassistant.helpers import device_registry as dr, entity_registry as er
-from payloads import BASE, LISTENER, Send, dumps, info, scores, transition
+from homeassistant.core import HomeAssistant, State
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.translation import async_get_translations
+from payloads import BASE, Send, dumps, info, scores, transition
 
 GLASS = "binary_sensor.kitchen_glass_breaking"
 DOG = "binary_sensor.kitchen_dog_barking"
-EVENT = "event.kitchen_sound"
+GLASS_EVENT = "event.kitchen_glass_breaking"
+DOG_EVENT = "event.kitchen_dog_barking"
 TOP = "sensor.kitchen_top_sound"
 TOP_SCORE = "sensor.kitchen_top_sound_score"
 LEVEL = "sensor.kitchen_sound_level"
@@ -32,12 +38,9 @@ LAST = "sensor.kitchen_last_detection"
 SWITCH = "switch.kitchen_listening"
 
 
-async def test_device_from_info(
-    hass: HomeAssistant, setup_listener: MockConfigEntry, device_registry: dr.DeviceRegistry
-) -> None:
+async def test_device_from_info(hass: HomeAssistant, setup_listener: MockConfigEntry) -> None:
     """The listener's device carries the name, model and version its info announces."""
-    device = device_registry.async_get_device(identifiers={("sat_audio", LISTENER)})
-    assert device is not None
+    device = listener_device(hass)
     assert (device.name, device.model, device.sw_version, device.manufacturer) == (
         "Kitchen",
         "SAT_T_2s",
@@ -50,7 +53,8 @@ async def test_device_from_info(
     assert {entity.entity_id for entity in entities} == {
         GLASS,
         DOG,
-        EVENT,
+        GLASS_EVENT,
+        DOG_EVENT,
         TOP,
         TOP_SCORE,
         LEVEL,
@@ -76,7 +80,9 @@ async def test_event_start_and_end(
     assert state.attributes["started"] == datetime(2026, 11, 25, 5, 1, 2, tzinfo=UTC)
     assert hass.states.get(DOG).state == STATE_OFF
     assert hass.states.get(LAST).state == "2026-11-25T05:01:02+00:00"
-    assert hass.states.get(LAST).attributes["event"] == "glass_breaking"
+    # Names, not keys: the event as the listener's config names it.
+    assert hass.states.get(LAST).attributes["event"] == "Glass breaking"
+    assert hass.states.get(LAST).attributes["label"] == "Shatter"
 
     await send("event/glass_breaking", dumps(transition("end")))
     state = hass.states.get(GLASS)
@@ -87,32 +93,44 @@ async def test_event_start_and_end(
 async def test_event_entity_fires_start_and_end(
     hass: HomeAssistant, setup_listener: MockConfigEntry, send: Send
 ) -> None:
-    """The event entity lists every event's start and end and fires each transition once."""
-    state = hass.states.get(EVENT)
+    """Each event has its own event entity, named after it, firing `started` and `ended` once."""
+    state = hass.states.get(DOG_EVENT)
     assert state.state == STATE_UNKNOWN
-    assert state.attributes["event_types"] == [
-        "glass_breaking_started",
-        "glass_breaking_ended",
-        "dog_bark_started",
-        "dog_bark_ended",
-    ]
+    assert state.attributes["friendly_name"] == "Kitchen Dog barking"
+    assert state.attributes["event_types"] == ["started", "ended"]
     await send("event/dog_bark", dumps(transition("start", "dog_bark", label="Bark")))
-    state = hass.states.get(EVENT)
+    state = hass.states.get(DOG_EVENT)
     fired_at = state.state
     assert fired_at != STATE_UNKNOWN
-    assert state.attributes["event_type"] == "dog_bark_started"
+    assert state.attributes["event_type"] == "started"
     assert state.attributes["label"] == "Bark"
     assert state.attributes["start"] == "2026-11-25T05:01:02+00:00"
+    # The episode id and the event key are for automations (the bus event), not for people.
+    assert "id" not in state.attributes
+    assert "event" not in state.attributes
+    assert hass.states.get(GLASS_EVENT).state == STATE_UNKNOWN
 
     # QoS 1 may deliver twice: the repeat is dropped, nothing fires again.
     await send("event/dog_bark", dumps(transition("start", "dog_bark", label="Bark")))
-    assert hass.states.get(EVENT).state == fired_at
+    assert hass.states.get(DOG_EVENT).state == fired_at
 
     await send("event/dog_bark", dumps(transition("end", "dog_bark")))
-    state = hass.states.get(EVENT)
-    assert state.attributes["event_type"] == "dog_bark_ended"
+    state = hass.states.get(DOG_EVENT)
+    assert state.attributes["event_type"] == "ended"
     assert state.attributes["duration_s"] == 4.5
     assert state.attributes["end"] == "2026-11-25T05:01:06.500000+00:00"
+
+
+async def test_event_types_are_translated(
+    hass: HomeAssistant, setup_listener: MockConfigEntry
+) -> None:
+    """The frontend shows "Started" and "Ended", from the translations of the fixed types."""
+    strings = await async_get_translations(hass, "en", "entity", ["sat_audio"])
+    key = "component.sat_audio.entity.event.sound_event.state_attributes.event_type.state"
+    assert (strings[f"{key}.started"], strings[f"{key}.ended"]) == ("Started", "Ended")
+    entry = er.async_get(hass).async_get(GLASS_EVENT)
+    assert entry is not None
+    assert entry.translation_key == "sound_event"
 
 
 async def test_redelivery_memory_is_bounded(
@@ -137,11 +155,11 @@ async def test_bus_event_for_triggers(
     fired = []
     hass.bus.async_listen("sat_audio_event", fired.append)
     await send("event/glass_breaking", dumps(transition("start")))
-    device = dr.async_get(hass).async_get_device(identifiers={("sat_audio", LISTENER)})
     assert len(fired) == 1
-    assert fired[0].data["device_id"] == device.id
+    assert fired[0].data["device_id"] == listener_device(hass).id
     assert fired[0].data["type"] == "started"
     assert fired[0].data["subtype"] == "glass_breaking"
+    assert fired[0].data["name"] == "Glass breaking"
     assert fired[0].data["label"] == "Shatter"
 
 
@@ -156,7 +174,8 @@ async def test_transition_of_unknown_or_other_event_is_dropped(
     await send("event/doorbell/state", "ON")
     assert fired == []
     assert hass.states.get(GLASS).state == STATE_OFF
-    assert hass.states.get(EVENT).state == STATE_UNKNOWN
+    assert hass.states.get(GLASS_EVENT).state == STATE_UNKNOWN
+    assert hass.states.get(DOG_EVENT).state == STATE_UNKNOWN
 
 
 async def test_sensors_from_scores(
@@ -165,11 +184,12 @@ async def test_sensors_from_scores(
     setup_listener: MockConfigEntry,
     send: Send,
 ) -> None:
-    """Scores set the top sound, its score and the level."""
+    """Scores set the top sound, its score (in percent) and the level."""
     assert hass.states.get(TOP).state == STATE_UNKNOWN
     await send("scores", dumps(scores()))
     assert hass.states.get(TOP).state == "Speech"
-    assert float(hass.states.get(TOP_SCORE).state) == 0.81
+    assert float(hass.states.get(TOP_SCORE).state) == 81.0
+    assert hass.states.get(TOP_SCORE).attributes["unit_of_measurement"] == "%"
     assert float(hass.states.get(LEVEL).state) == -32.5
     assert hass.states.get(LEVEL).attributes["unit_of_measurement"] == "dBFS"
     await send("scores", dumps(scores(top=[], level_dbfs=None)))
@@ -193,14 +213,74 @@ async def test_availability_follows_status(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Offline makes every entity unavailable, logged once; online brings them back."""
+    # The first online of a setup is no return: nothing was offline before it.
+    assert "back online" not in caplog.text
     await send("status", "offline")
     await send("status", "offline")
-    for entity_id in (GLASS, EVENT, TOP, LAST, SWITCH):
+    for entity_id in (GLASS, GLASS_EVENT, TOP, LAST, SWITCH):
         assert hass.states.get(entity_id).state == STATE_UNAVAILABLE
     assert caplog.text.count("SAT Audio listener kitchen is offline") == 1
     await send("status", "online")
     assert hass.states.get(GLASS).state == STATE_OFF
-    assert "SAT Audio listener kitchen is back online" in caplog.text
+    assert caplog.text.count("SAT Audio listener kitchen is back online") == 1
+
+
+async def test_scores_are_not_kept_while_paused_or_offline(
+    hass: HomeAssistant,
+    entity_registry_enabled_by_default: None,
+    setup_listener: MockConfigEntry,
+    send: Send,
+) -> None:
+    """Top sound, its score and the level say unknown while paused, not what was last heard."""
+    await send("scores", dumps(scores(top=[{"label": "Shatter", "score": 1.0}])))
+    assert (hass.states.get(TOP).state, hass.states.get(TOP_SCORE).state) == ("Shatter", "100.0")
+    await send("listening", "OFF")
+    for entity_id in (TOP, TOP_SCORE, LEVEL):
+        assert hass.states.get(entity_id).state == STATE_UNKNOWN
+    # A scores message overtaken by the pause (QoS 0 against QoS 1) changes nothing.
+    await send("scores", dumps(scores()))
+    assert hass.states.get(TOP).state == STATE_UNKNOWN
+    await send("listening", "ON")
+    assert hass.states.get(TOP).state == STATE_UNKNOWN
+    await send("scores", dumps(scores()))
+    assert hass.states.get(TOP).state == "Speech"
+
+    # Offline: unavailable, and after coming back unknown until the listener scores again.
+    await send("status", "offline")
+    assert hass.states.get(TOP).state == STATE_UNAVAILABLE
+    await send("status", "online")
+    assert hass.states.get(TOP).state == STATE_UNKNOWN
+
+
+async def test_last_detection_survives_a_restart(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, config_entry: MockConfigEntry, send: Send
+) -> None:
+    """Transitions are not retained: the sensor brings back what it showed before the restart."""
+    before = "2026-11-24T22:10:00+00:00"
+    mock_restore_cache_with_extra_data(
+        hass,
+        [
+            (
+                State(LAST, before, {"event": "Dog barking", "label": "Bark"}),
+                {
+                    "native_value": {"__type": "<class 'datetime.datetime'>", "isoformat": before},
+                    "native_unit_of_measurement": None,
+                },
+            )
+        ],
+    )
+    config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await send("status", "online")
+    await send("info", dumps(info()))
+    state = hass.states.get(LAST)
+    assert state.state == before
+    assert (state.attributes["event"], state.attributes["label"]) == ("Dog barking", "Bark")
+
+    await send("event/glass_breaking", dumps(transition("start")))
+    state = hass.states.get(LAST)
+    assert state.state == "2026-11-25T05:01:02+00:00"
+    assert (state.attributes["event"], state.attributes["label"]) == ("Glass breaking", "Shatter")
 
 
 async def test_switch_sends_commands_and_shows_reported_state(
@@ -211,7 +291,10 @@ async def test_switch_sends_commands_and_shows_reported_state(
     await hass.services.async_call(
         SWITCH_DOMAIN, SERVICE_TURN_OFF, {ATTR_ENTITY_ID: SWITCH}, blocking=True
     )
-    mqtt_mock.async_publish.assert_called_once_with(f"{BASE}/listening/set", "OFF", 1, False)
+    # Newer Home Assistant passes more arguments (message_expiry_interval); these four matter.
+    assert [call.args[:4] for call in mqtt_mock.async_publish.call_args_list] == [
+        (f"{BASE}/listening/set", "OFF", 1, False)
+    ]
     # Not optimistic: still on until the listener reports the pause.
     assert hass.states.get(SWITCH).state == STATE_ON
     await send("listening", "OFF")
@@ -221,7 +304,9 @@ async def test_switch_sends_commands_and_shows_reported_state(
     await hass.services.async_call(
         SWITCH_DOMAIN, SERVICE_TURN_ON, {ATTR_ENTITY_ID: SWITCH}, blocking=True
     )
-    mqtt_mock.async_publish.assert_called_once_with(f"{BASE}/listening/set", "ON", 1, False)
+    assert [call.args[:4] for call in mqtt_mock.async_publish.call_args_list] == [
+        (f"{BASE}/listening/set", "ON", 1, False)
+    ]
 
 
 async def test_switch_falls_back_to_info(

@@ -120,14 +120,14 @@ def test_dropped_with_reason(kind: Any, payload: str | bytes, reason: str) -> No
     dropped = parse(kind, payload)
     assert isinstance(dropped, Dropped)
     assert reason in dropped.reason
-    assert not dropped.unknown_version
+    assert dropped.version is None
 
 
 def test_newer_version_is_flagged() -> None:
     """A payload of another protocol version is dropped and marked, so it is warned about."""
     dropped = parse("transition", json.dumps(transition(v=2, renamed="field")))
     assert isinstance(dropped, Dropped)
-    assert dropped.unknown_version
+    assert dropped.version == 2
 
 
 KINDS = st.sampled_from(["status", "info", "event_state", "transition", "scores", "listening"])
