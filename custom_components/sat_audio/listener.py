@@ -11,9 +11,13 @@ from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import CONF_DEVICE_ID, CONF_TYPE
+from homeassistant.const import ATTR_ENTITY_ID, CONF_DEVICE_ID, CONF_TYPE, Platform
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
-from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.helpers import (
+    device_registry as dr,
+    entity_registry as er,
+    issue_registry as ir,
+)
 from homeassistant.helpers.event import async_call_later
 
 from .const import (
@@ -337,16 +341,19 @@ class SatAudioListener:
             self.last_detection = Detection(transition.start, state.info.name, transition.label)
         for update in list(self._transition_callbacks):
             update(transition)
-        self.hass.bus.async_fire(
-            EVENT_SOUND,
-            {
-                CONF_DEVICE_ID: self.device_id,
-                CONF_TYPE: trigger_name(transition.type),
-                "subtype": transition.event,
-                "name": state.info.name,
-                **transition_data(transition),
-            },
-        )
+        data = {
+            CONF_DEVICE_ID: self.device_id,
+            CONF_TYPE: trigger_name(transition.type),
+            "subtype": transition.event,
+            "name": state.info.name,
+            **transition_data(transition),
+        }
+        # The event's binary sensor: the logbook files the line under it (and its card shows it).
+        unique_id = event_unique_id(self.listener_id, transition.event)
+        registry = er.async_get(self.hass)
+        if sensor := registry.async_get_entity_id(Platform.BINARY_SENSOR, DOMAIN, unique_id):
+            data[ATTR_ENTITY_ID] = sensor
+        self.hass.bus.async_fire(EVENT_SOUND, data)
         return True
 
     def diagnostics(self) -> dict[str, Any]:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from homeassistant.components.logbook.const import LOGBOOK_ENTRY_MESSAGE, LOGBOOK_ENTRY_NAME
-from homeassistant.const import CONF_DEVICE_ID, CONF_TYPE
+from homeassistant.components.logbook.const import (
+    LOGBOOK_ENTRY_ENTITY_ID,
+    LOGBOOK_ENTRY_MESSAGE,
+    LOGBOOK_ENTRY_NAME,
+)
+from homeassistant.const import ATTR_ENTITY_ID, CONF_DEVICE_ID, CONF_TYPE
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
 
@@ -36,7 +40,10 @@ def describe(device_name: str, data: Mapping[str, Any]) -> dict[str, str]:
             f"stopped hearing {sound} after {data['duration_s']:.1f} s "
             f"({data['label']}, peak {percent(data['peak'])})"
         )
-    return {LOGBOOK_ENTRY_NAME: device_name, LOGBOOK_ENTRY_MESSAGE: message}
+    entry = {LOGBOOK_ENTRY_NAME: device_name, LOGBOOK_ENTRY_MESSAGE: message}
+    if sensor := data.get(ATTR_ENTITY_ID):
+        entry[LOGBOOK_ENTRY_ENTITY_ID] = sensor
+    return entry
 
 
 @callback

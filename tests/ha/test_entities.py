@@ -160,6 +160,7 @@ async def test_bus_event_for_triggers(
     assert fired[0].data["type"] == "started"
     assert fired[0].data["subtype"] == "glass_breaking"
     assert fired[0].data["name"] == "Glass breaking"
+    assert fired[0].data["entity_id"] == GLASS
     assert fired[0].data["label"] == "Shatter"
 
 

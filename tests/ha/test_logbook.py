@@ -18,6 +18,8 @@ from homeassistant.setup import async_setup_component
 import homeassistant.util.dt as dt_util
 from payloads import Send, dumps, transition
 
+GLASS = "binary_sensor.kitchen_glass_breaking"
+
 
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(
@@ -48,6 +50,19 @@ async def test_logbook_lines(
         ("Kitchen", "heard glass breaking (Shatter, 62 %)"),
         ("Kitchen", "stopped hearing glass breaking after 4.5 s (Shatter, peak 71 %)"),
     ]
+    # Filed under the event's sensor: a logbook card of the sensors shows these lines.
+    assert {entry["entity_id"] for entry in ours} == {GLASS}
+    await client.send_json(
+        {
+            "id": 2,
+            "type": "logbook/get_events",
+            "start_time": since.isoformat(),
+            "entity_ids": [GLASS],
+        }
+    )
+    response = await client.receive_json()
+    messages = [entry.get("message") for entry in response["result"]]
+    assert "heard glass breaking (Shatter, 62 %)" in messages
 
 
 def test_names_inside_a_sentence() -> None:
