@@ -149,9 +149,13 @@ def _export_onnx(names: list[str], model_dir: str | None, precision: str) -> int
     """Export streaming models for model.backend onnx, each beside its checkpoint; no torch."""
     from sat_audio.model.checkpoint import read_weights
     from sat_audio.model.onnx_export import export_onnx
+    from sat_audio.model.onnx_int8 import int8_plan
     from sat_audio.model.onnx_runtime import onnx_path
+    from sat_audio.model.registry import registry
 
     for name in names:
+        if precision == "int8" and name in registry():
+            int8_plan(name)  # refused before a download; another checkpoint at its export
         path = onnx_path(name, model_dir, precision)
         print(export_onnx(read_weights(name, directory=model_dir), path, precision))
     return 0

@@ -20,6 +20,7 @@ import yaml
 from sat_audio import BACKENDS, PRECISIONS
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import find
+from sat_audio.model.onnx_int8 import int8_plan
 from sat_audio.model.registry import registry
 from sat_audio.redact import MASK, mask_secrets
 
@@ -532,6 +533,16 @@ def _model_name(value: Any) -> str:
 def _model_rules(model: dict) -> dict:
     if model["precision"] == "int8" and model["backend"] != "onnx":
         raise _Said("int8 needs backend: onnx (torch runs float32 only)", ["precision"])
+    if model["precision"] == "int8":
+        # a variant known by name (or its checkpoint's file name) is checked here; any other
+        # checkpoint when its export is made
+        name = Path(model["name"]).name
+        variant = next((s.name for s in registry().values() if name in (s.name, s.file)), None)
+        if variant is not None:
+            try:
+                int8_plan(variant)
+            except SatAudioError as err:
+                raise _Said(str(err), ["precision"]) from None
     return model
 
 
