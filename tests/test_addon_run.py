@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.broker import Broker, Subscriber
 from tests.checkpoints import fire_label, save_upstream
 from tests.pulse import PulseServer
 from tests.test_addon_mode import DEFAULTS, TOKEN, FakeSupervisor, write_options
+from tests.waiting import PATIENCE_S, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "pw${HOME}x"  # the Mosquitto add-on's generated passwords could hold anything
@@ -49,11 +49,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(ROOT / file, src / file)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp), str(src)],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
+                   check=True, capture_output=True, timeout=PATIENCE_S)  # fmt: skip
     (wheel,) = tmp.glob("sat_audio-*.whl")
     site = tmp / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
+                   check=True, capture_output=True, timeout=PATIENCE_S)  # fmt: skip
     return site
 
 
@@ -116,7 +116,7 @@ class RunningAddon:
         """SIGTERM, as the Supervisor stops an add-on; returns the exit code, keeps stderr."""
         if self.code is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.code = self.proc.wait(timeout=30)
+            self.code = self.proc.wait(timeout=PATIENCE_S)
             self.err_log.seek(0)
             self.stderr = self.err_log.read()
             print(self.stderr)  # pytest shows it when the test fails
@@ -180,38 +180,38 @@ def test_addon_listens_publishes_reports_health_and_stops(
         def health_check(*args: str) -> subprocess.CompletedProcess:
             return subprocess.run(
                 [sys.executable, "-m", "sat_audio", "health", "--file", str(health), *args],
-                capture_output=True, text=True, cwd=tmp_path, env=addon.env, timeout=30,
+                capture_output=True, text=True, cwd=tmp_path, env=addon.env, timeout=PATIENCE_S,
             )  # fmt: skip
 
-        sub.wait_text("sat_audio/home/status", "online", timeout=60)
-        info = sub.wait_for(lambda: sub.last("sat_audio/home/info"), 10, "info").json()
+        sub.wait_text("sat_audio/home/status", "online")
+        info = sub.wait_for(lambda: sub.last("sat_audio/home/info"), "info").json()
         assert info["model"] == "SAT_T_2s"
         assert [e["key"] for e in info["events"]][:2] == ["glass_breaking", "running_water"]
-        sub.wait_text("sat_audio/home/event/glass_breaking/state", "ON", timeout=60)
+        sub.wait_text("sat_audio/home/event/glass_breaking/state", "ON")
         start = sub.last("sat_audio/home/event/glass_breaking").json()
         assert (start["type"], start["label"], start["source"]) == ("start", "Shatter", "mic")
         assert sub.last("sat_audio/home/event/running_water/state").text == "OFF"
         assert addon.supervisor.requests == [("/services/mqtt", f"Bearer {TOKEN}")]
 
-        deadline = time.monotonic() + 20  # the heartbeat is rewritten every 5 s
-        while not health.exists() or json.loads(health.read_text())["chunks"] < 1:
-            assert time.monotonic() < deadline, "no heartbeat counting chunks"
-            time.sleep(0.2)
+        wait_until(  # the heartbeat is rewritten every 5 s
+            lambda: health.exists() and json.loads(health.read_text())["chunks"] >= 1,
+            "a heartbeat counting chunks",
+        )
         assert json.loads(health.read_text())["listening"] is True
         check = health_check()
         assert (check.returncode, check.stdout) == (0, "healthy\n")
         # A stall limit of 8 s (above the 5 s heartbeat) passes while audio flows ...
         assert health_check("--stall", "8").returncode == 0
         pulse.kill()  # ... and fails once the sound server is gone and no chunk comes
-        deadline = time.monotonic() + 30
-        while (check := health_check("--stall", "8")).returncode == 0:
-            assert time.monotonic() < deadline, "still healthy 30 s after the audio stopped"
-            time.sleep(1)
-        assert check.returncode == 1
+        check = wait_until(
+            lambda: (c := health_check("--stall", "8")).returncode == 1 and c,
+            "unhealthy once the audio stopped",
+            poll_s=1,
+        )
         assert check.stderr.startswith("no audio analysed for "), check.stderr
         assert addon.stop() == 0, addon.stderr
-        sub.wait_text("sat_audio/home/status", "offline", timeout=10)
-        sub.wait_text("sat_audio/home/event/glass_breaking/state", "OFF", timeout=10)
+        sub.wait_text("sat_audio/home/status", "offline")
+        sub.wait_text("sat_audio/home/event/glass_breaking/state", "OFF")
     stderr = addon.stderr
     assert (
         f"SAT Audio 0.1.0 add-on: listener home: model SAT_T_2s on torch from {models}, audio "
@@ -236,7 +236,7 @@ def test_addon_on_onnx_exports_once_and_listens_without_torch(
         folder, health = tmp_path / start, tmp_path / start / "health.json"
         with running_addon(folder, data, installed, pulse, options, health) as addon:
             sub = addon.sub
-            sub.wait_text("sat_audio/home/event/glass_breaking/state", "ON", timeout=120)
+            sub.wait_text("sat_audio/home/event/glass_breaking/state", "ON")
             start_message = sub.last("sat_audio/home/event/glass_breaking").json()
             assert (start_message["type"], start_message["label"]) == ("start", "Shatter")
             maps = Path(f"/proc/{addon.proc.pid}/maps").read_text()

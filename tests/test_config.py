@@ -23,6 +23,7 @@ from sat_audio.config import (
     to_yaml,
 )
 from sat_audio.labels import find
+from tests.waiting import PATIENCE_S
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config.yaml"
@@ -229,7 +230,7 @@ def test_config_check_without_a_path_uses_the_embedded_defaults(elsewhere: Path)
         [sys.executable, "-m", "sat_audio", "config", "check"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PATIENCE_S,
         env=env,
         cwd=elsewhere,
     )
@@ -272,7 +273,7 @@ def test_wheel_ships_the_defaults(tmp_path: Path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=PATIENCE_S,
     )
     assert proc.returncode == 0, proc.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")

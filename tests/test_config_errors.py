@@ -462,7 +462,7 @@ def test_cli_config_check_error_is_one_line_exit_2(tmp_path: Path):
         [sys.executable, "-m", "sat_audio", "config", "check", str(path)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PATIENCE_S,
     )
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == (

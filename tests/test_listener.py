@@ -22,7 +22,7 @@ import yaml
 from sat_audio.labels import find
 from tests.broker import Broker, Certs, Subscriber
 from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
-from tests.waiting import PATIENCE_S
+from tests.waiting import PATIENCE_S, deadline
 
 RATE = 16000
 ID = "e2e"
@@ -107,14 +107,19 @@ class Run:
                 env={**os.environ, **(env or {})},
             )
 
-    def wait(self, timeout: float = 60) -> int:
+    def wait(self) -> int:
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(PATIENCE_S)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise AssertionError(
-                f"listener still running after {timeout} s:\n{self.stderr()}"
-            ) from None
+            raise AssertionError(f"listener never exited:\n{self.stderr()}") from None
+
+    def wait_stderr(self, text: str) -> None:
+        """Until the running listener has logged text."""
+        end = deadline()
+        while text not in self.stderr():
+            assert time.monotonic() < end and self.proc.poll() is None, self.stderr()
+            time.sleep(0.1)
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -179,7 +184,7 @@ def test_run_publishes_status_info_states_and_transitions(
     late.wait_text(f"{BASE}/status", "offline")
     late.wait_text(STATE, "OFF")
     late.wait_text(f"{BASE}/listening", "ON")
-    info = late.wait_for(lambda: late.last(f"{BASE}/info"), 10, "info").json()
+    info = late.wait_for(lambda: late.last(f"{BASE}/info"), "info").json()
     assert info["v"] == 1 and info["id"] == ID and info["name"] == "End to end"
     assert info["model"] == "SAT_T_2s" and info["chunk_s"] == 1.0 and info["listening"] is True
     assert info["events"] == [
@@ -233,14 +238,11 @@ def test_broker_down_at_start_then_delivered(tmp_path: Path, bark_checkpoint: Pa
     run = Run(tmp_path, config)
     try:
         # Let the listener start and detect with nobody to tell, then bring the broker up.
-        deadline = time.monotonic() + 30
-        while "dog start" not in run.stderr():
-            assert time.monotonic() < deadline and run.proc.poll() is None, run.stderr()
-            time.sleep(0.1)
+        run.wait_stderr("dog start")
         assert "cannot connect to the MQTT broker" in run.stderr()
         broker.start()
         assert run.wait() == 0, run.stderr()
-        sub.wait_for(lambda: completed(sub) == 3, 20, "3 episodes")
+        sub.wait_for(lambda: completed(sub) == 3, "3 episodes")
         sub.wait_text(f"{BASE}/status", "offline")
         sub.wait_text(STATE, "OFF")
         assert "delivering" in run.stderr()
@@ -263,14 +265,14 @@ def test_broker_killed_and_restarted_five_times_loses_no_transition(
     )
     run = Run(tmp_path, config)
     try:
-        sub.wait_text(f"{BASE}/status", "online", timeout=30)
+        sub.wait_text(f"{BASE}/status", "online")
         for _ in range(5):
             time.sleep(2.5)
             broker.stop(kill=True)
             time.sleep(1.0)
             broker.start()
-        assert run.wait(90) == 0, run.stderr()
-        sub.wait_for(lambda: completed(sub) == 14, 30, "14 episodes")
+        assert run.wait() == 0, run.stderr()
+        sub.wait_for(lambda: completed(sub) == 14, "14 episodes")
         sub.wait_text(f"{BASE}/status", "offline")
     finally:
         run.stop()
@@ -308,7 +310,7 @@ def test_password_file_and_tls_and_no_secret_in_logs(
     run = Run(tmp_path, config)
     try:
         assert run.wait() == 0, run.stderr()
-        sub.wait_for(lambda: completed(sub) == 1, 20, "1 episode")
+        sub.wait_for(lambda: completed(sub) == 1, "1 episode")
         sub.wait_text(f"{BASE}/status", "offline")
     finally:
         run.stop()
@@ -328,10 +330,7 @@ def test_password_never_logged_when_refused(tmp_path: Path, bark_checkpoint: Pat
     config = write_config(tmp_path, bark_checkpoint, [file_source(wav, realtime=True)], mqtt)
     run = Run(tmp_path, config, env={"MQTT_PW": secret})
     try:
-        deadline = time.monotonic() + 30
-        while "refused the connection" not in run.stderr():
-            assert time.monotonic() < deadline and run.proc.poll() is None, run.stderr()
-            time.sleep(0.1)
+        run.wait_stderr("refused the connection")
         run.signal(signal.SIGTERM)
         assert run.wait() == 0
     finally:
@@ -354,14 +353,14 @@ def test_privacy_switch_pauses_analysis_and_is_retained(
     sub = Subscriber(broker, (f"{BASE}/#",)).start()
     run = Run(tmp_path, config)
     try:
-        sub.wait_text(STATE, "ON", timeout=30)
+        sub.wait_text(STATE, "ON")
         sub.client.publish(f"{BASE}/listening/set", "off", qos=1)
         sub.wait_text(f"{BASE}/listening", "OFF")
         sub.wait_text(STATE, "OFF")
         first = episodes(sub)
         assert len(first) == 1 and "end" in next(iter(first.values()))
         info = sub.wait_for(
-            lambda: (i := sub.last(f"{BASE}/info")) and not i.json()["listening"] and i, 10
+            lambda: (i := sub.last(f"{BASE}/info")) and not i.json()["listening"] and i
         )
         assert info.json()["listening"] is False
         n = len(sub.messages)
@@ -369,7 +368,7 @@ def test_privacy_switch_pauses_analysis_and_is_retained(
         assert sub.messages[n:] == []
         sub.client.publish(f"{BASE}/listening/set", "ON", qos=1)
         sub.wait_text(f"{BASE}/listening", "ON")
-        sub.wait_for(lambda: len(episodes(sub)) == 2, 20, "a new episode after resuming")
+        sub.wait_for(lambda: len(episodes(sub)) == 2, "a new episode after resuming")
         run.signal(signal.SIGTERM)
         assert run.wait() == 0, run.stderr()
     finally:
@@ -396,9 +395,9 @@ def test_signal_ends_open_events_goes_offline_and_exits_zero(
     sub = Subscriber(broker, (f"{BASE}/#",)).start()
     run = Run(tmp_path, config)
     try:
-        sub.wait_text(STATE, "ON", timeout=30)
+        sub.wait_text(STATE, "ON")
         run.signal(sig)
-        assert run.wait(20) == 0, run.stderr()
+        assert run.wait() == 0, run.stderr()
     finally:
         run.stop()
     (ep,) = episodes(sub).values()
@@ -432,10 +431,10 @@ def test_crash_leaves_offline_to_the_last_will(
     sub = Subscriber(broker, (f"{BASE}/status",)).start()
     run = Run(tmp_path, config)
     try:
-        sub.wait_text(f"{BASE}/status", "online", timeout=30)
+        sub.wait_text(f"{BASE}/status", "online")
         run.signal(signal.SIGKILL)
         run.wait()
-        sub.wait_text(f"{BASE}/status", "offline", timeout=10)
+        sub.wait_text(f"{BASE}/status", "offline")
     finally:
         run.stop()
         sub.stop()
@@ -461,7 +460,7 @@ def test_discovery_configs_follow_the_setting(
         f"homeassistant/sensor/{node}/level_mic/config",
         f"homeassistant/switch/{node}/listening/config",
     }
-    sub.wait_for(lambda: all(sub.on(t) and sub.last(t).payload == b"" for t in topics), 10)
+    sub.wait_for(lambda: all(sub.on(t) and sub.last(t).payload == b"" for t in topics))
     assert {m.topic for m in sub.messages} == topics
     sensor = next(m.json() for m in sub.on(f"homeassistant/binary_sensor/{node}/dog/config"))
     assert sensor["state_topic"] == STATE and sensor["availability_topic"] == f"{BASE}/status"
