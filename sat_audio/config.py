@@ -22,6 +22,7 @@ from sat_audio.errors import SatAudioError
 from sat_audio.labels import find
 from sat_audio.model.onnx_int8 import int8_plan
 from sat_audio.model.registry import registry
+from sat_audio.publish import protocol as wire
 from sat_audio.redact import MASK, mask_secrets
 
 CONFIG_ENV = "SAT_AUDIO_CONFIG"
@@ -864,7 +865,78 @@ def parse_config(data: Mapping[str, Any], *, origin: str | None = None) -> Confi
         raise ConfigError(f"{prefix}{_explain(err.errors[0], expanded)}") from None
     except vol.Invalid as err:
         raise ConfigError(f"{prefix}{_explain(err, expanded)}") from None
-    return _build(_plain(clean))
+    config = _build(_plain(clean))
+    if problem := _over_limits(config):
+        raise ConfigError(f"{prefix}{problem}")
+    return config
+
+
+def _over_limits(config: Config) -> str | None:
+    """What of the config goes past the protocol's limits (docs/protocol.md, Limits), which
+    Home Assistant's integration enforces by dropping the whole info: one line, or None."""
+    n = len(config.sources)
+    if n > wire.MAX_SOURCES:
+        return f"sources: expected at most {wire.MAX_SOURCES} sources, got {n}"
+    for i, source in enumerate(config.sources):
+        if len(source.name) > wire.MAX_TEXT:
+            return f"sources[{i}].name: expected at most {wire.MAX_TEXT} characters"
+    lid, name = config.listener.id, config.listener.name
+    if len(lid) > wire.MAX_SLUG:
+        return f"listener.id: expected at most {wire.MAX_SLUG} characters, got {len(lid)}"
+    if len(name) > wire.MAX_TEXT:
+        return f"listener.name: expected at most {wire.MAX_TEXT} characters, got {len(name)}"
+    for event in config.detection.events:
+        if len(event.labels) > wire.MAX_LABELS:
+            return (
+                f"detection.events.{event.key}.labels: expected at most {wire.MAX_LABELS} "
+                f"labels, got {len(event.labels)}"
+            )
+    events = wire.published_events([s.name for s in config.sources], config.detection.events)
+    if len(events) > wire.MAX_EVENTS:
+        return (
+            f"detection.events: {len(config.detection.events)} events on {n} sources publish "
+            f"{len(events)}; expected at most {wire.MAX_EVENTS} in all"
+        )
+    for published in events:
+        if len(published.key) > wire.MAX_SLUG:
+            return (
+                f"detection.events: the published event key {published.key!r} (source name and "
+                f"event key) is over {wire.MAX_SLUG} characters"
+            )
+        if len(published.name) > wire.MAX_TEXT:
+            return (
+                f"detection.events: event name {_show(published.name)} is published with "
+                f"{len(published.name)} characters; expected at most {wire.MAX_TEXT}"
+            )
+    # The whole info, each source with the longest error it may report.
+    size = len(
+        wire.to_json(
+            wire.info_payload(
+                listener_id=lid,
+                name=name,
+                model="x" * wire.MAX_TEXT,
+                chunk_s=config.model.chunk_seconds or 2.0,
+                listening=True,
+                started=0.0,
+                sources=[
+                    wire.source_entry(
+                        s.name, s.kind, "reconnecting", 2**31, 1e6, 2**31, "x" * wire.MAX_TEXT
+                    )
+                    for s in config.sources
+                ],
+                events=events,
+                counters=dict.fromkeys(
+                    ("chunks", "transitions", "mqtt_dropped", "mqtt_queued"), 2**63
+                ),
+            )
+        ).encode()
+    )
+    if size > wire.MAX_PAYLOAD_BYTES:
+        return (
+            f"detection.events: the listener's info would take up to {size} bytes; expected at "
+            f"most {wire.MAX_PAYLOAD_BYTES} (fewer events, labels or sources)"
+        )
+    return None
 
 
 def _plain(value: Any) -> Any:

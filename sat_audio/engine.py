@@ -7,6 +7,7 @@ shares its activations' scale across a pass, model/onnx_int8.py).
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -267,6 +268,22 @@ class Engine:
                 with self.scorer.inference():
                     for part, silence in zip(self._state, self._silence, strict=True):
                         part[self._slot[name]] = silence[0]
+
+    def time_pass(self) -> float:
+        """Seconds one chunk of every stream takes to score here (passes of max_batch), on a
+        throwaway memory of silence: the second of two passes, the first warms the runtime."""
+        n = len(self.streams)
+        chunks = np.zeros((n, self.chunk_samples), np.float32)
+        state = self.scorer.initial_state(n)
+        took = 0.0
+        with self.scorer.inference():
+            for _ in range(2):
+                started = time.perf_counter()
+                for start in range(0, n, self.max_batch):
+                    part = tuple(p[start : start + self.max_batch] for p in state)
+                    self.scorer.score(chunks[start : start + self.max_batch], part)
+                took = time.perf_counter() - started
+        return took
 
     def pending_samples(self, stream: str) -> int:
         return int(self._buffers[stream].size)

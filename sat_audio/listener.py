@@ -1,7 +1,9 @@
 """The listener service: sources -> batched engine -> event rules -> publisher.
 
 One engine scores every source's stream in batched passes; each source has its own Detector.
-Stream time is mapped to the wall clock at the moment the source (re)starts being analysed.
+Stream time is mapped to the wall clock by when its audio arrived: anchored as the source
+(re)starts being analysed, and again whenever a live source's audio arrives more than
+REANCHOR_S off that mapping (a stall, a reconnect, dropped audio, a drifting device clock).
 """
 
 import logging
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from types import FrameType
 
+from sat_audio import SAMPLE_RATE
 from sat_audio.config import Config
 from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.labels import all_labels
@@ -26,6 +29,7 @@ from sat_audio.publish.protocol import (
     discovery_configs,
     event_key,
     info_payload,
+    published_events,
     scores_payload,
     source_entry,
     transition_payload,
@@ -44,6 +48,10 @@ INFO_MIN_INTERVAL_S = 5.0
 """Source health changes re-publish info at most this often."""
 SHUTDOWN_FLUSH_S = 5.0
 """How long shutdown waits for the broker to acknowledge what is queued."""
+REANCHOR_S = 0.5
+"""Live audio that arrives this much earlier or later than its stream time says re-anchors it."""
+MAX_ANCHORS = 64
+"""Anchors a stream keeps: an open episode's start maps by the one in force when it began."""
 
 
 @dataclass
@@ -52,10 +60,40 @@ class _Stream:
 
     source: Source
     detector: Detector
-    anchor: float  # wall-clock time of stream second 0
+    anchors: list[tuple[float, float]]
+    """(stream second, wall-clock time of stream second 0 from there on), oldest first."""
+    fed_s: float = 0.0  # stream seconds fed to the engine since it was (re)started
     last_end_s: float = 0.0
     finished: bool = False
     next_live: float = 0.0  # monotonic time the next scores/level may go out
+
+    def wall(self, stream_s: float) -> float:
+        """The wall-clock time of a moment of the stream."""
+        for start_s, anchor in reversed(self.anchors):
+            if stream_s >= start_s:
+                return anchor + stream_s
+        return self.anchors[0][1] + stream_s
+
+    def restart(self, wall: float) -> None:
+        """Stream time starts again at 0, now."""
+        self.anchors = [(0.0, wall)]
+        self.fed_s = self.last_end_s = 0.0
+
+    def fed(self, samples: int, wall: float) -> None:
+        """A block went to the engine; wall is when its last sample arrived. Live audio more
+        than REANCHOR_S off the mapping (a gap before it) starts a new anchor at its start."""
+        start_s = self.fed_s
+        self.fed_s += samples / SAMPLE_RATE
+        off = wall - self.wall(self.fed_s)
+        if self.source.live and abs(off) > REANCHOR_S:
+            log.debug(
+                "stream %s: re-anchored %+.2f s at stream time %.2f s",
+                self.source.name,
+                off,
+                start_s,
+            )
+            self.anchors.append((start_s, wall - self.fed_s))
+            del self.anchors[:-MAX_ANCHORS]
 
 
 def make_publisher(config: Config, topics: Topics, events: list[PublishedEvent]) -> Publisher:
@@ -85,16 +123,12 @@ class Listener:
     def __init__(self, config: Config, publisher: Publisher | None = None) -> None:
         self.config = config
         names = [s.name for s in config.sources]
-        self.events: list[PublishedEvent] = []
-        self._keys: dict[tuple[str, str], str] = {}
-        for src in names:
-            for e in config.detection.events:
-                key = event_key(src, e.key, len(names))
-                self._keys[(src, e.key)] = key
-                name = e.name if len(names) == 1 else f"{e.name} ({src})"
-                self.events.append(
-                    PublishedEvent(key, src, name, e.labels, e.on_threshold, e.off_threshold)
-                )
+        self.events: list[PublishedEvent] = published_events(names, config.detection.events)
+        self._keys = {
+            (src, e.key): event_key(src, e.key, len(names))
+            for src in names
+            for e in config.detection.events
+        }
         topics = Topics(
             config.mqtt.topic_prefix if config.mqtt else "sat_audio", config.listener.id
         )
@@ -131,6 +165,7 @@ class Listener:
         self.chunk_s = chunk_s
         self.model_name = model.spec.name
         engine = Engine(model, chunk_s, [s.name for s in cfg.sources])
+        self._check_realtime(engine)
         sources = [open_source(s) for s in cfg.sources]
         where = (
             f"MQTT {cfg.mqtt.host}:{cfg.mqtt.port} as {cfg.listener.id}"
@@ -153,7 +188,9 @@ class Listener:
         try:
             for src in sources:
                 src.start()
-                self._streams[src.name] = _Stream(src, self._detector(src.name), time.time())
+                self._streams[src.name] = _Stream(
+                    src, self._detector(src.name), [(0.0, time.time())]
+                )
             self._publish_info(force=True)
             # all started: the code only start-up ran (most of torch's or onnxruntime's) can go
             # now, not at the first chunk only (a paused listener, or a camera not yet up, has none)
@@ -162,6 +199,30 @@ class Listener:
         finally:
             self._shutdown()
         return code
+
+    @staticmethod
+    def _check_realtime(engine: Engine) -> None:
+        """Say at start-up what one chunk of every source costs here, and warn when that is
+        more than a chunk's duration: those sources cannot run in real time on this machine."""
+        pass_s = engine.time_pass()
+        n = len(engine.streams)
+        log.info(
+            "scoring a %.2f s chunk of %d source(s) takes %.0f ms here (%.0f%% of real time)",
+            engine.chunk_seconds,
+            n,
+            pass_s * 1000,
+            100 * pass_s / engine.chunk_seconds,
+        )
+        if pass_s >= engine.chunk_seconds:
+            log.warning(
+                "%d source(s) with %.2f s chunks cannot run in real time on this machine "
+                "(%.2f s of scoring per %.2f s of audio): they will lag and drop audio; use "
+                "fewer sources, longer chunks, or precision int8",
+                n,
+                engine.chunk_seconds,
+                pass_s,
+                engine.chunk_seconds,
+            )
 
     def _detector(self, source: str) -> Detector:
         return Detector(
@@ -177,13 +238,14 @@ class Listener:
             for name, st in self._streams.items():
                 if st.finished:
                     continue
-                block = st.source.read(timeout)
+                got = st.source.read_stamped(timeout)
                 n = 0
-                while block is not None:
+                while got is not None:
                     if self.listening:
-                        engine.feed(name, block)
+                        engine.feed(name, got[0])
+                        st.fed(got[0].size, got[1])
                     n += 1
-                    block = st.source.read(0.0) if n < MAX_BLOCKS_PER_TURN else None
+                    got = st.source.read_stamped(0.0) if n < MAX_BLOCKS_PER_TURN else None
                 if n == 0 and st.source.finished:
                     st.finished = True
                     log.info("source %s finished", name)
@@ -234,7 +296,7 @@ class Listener:
                 self._emit(st, t)
             if now >= st.next_live:
                 st.next_live = now + 1.0 / self.config.publishing.rate_hz
-                wall = st.anchor + chunk.end_s
+                wall = st.wall(chunk.end_s)
                 if self.config.publishing.scores:
                     self.publisher.scores(self._scores(chunk, wall))
                 if self._live_level:
@@ -260,8 +322,8 @@ class Listener:
             label=t.label,
             score=t.score,
             peak=t.peak,
-            start_wall=st.anchor + t.start_s,
-            end_wall=None if t.end_s is None else st.anchor + t.end_s,
+            start_wall=st.wall(t.start_s),
+            end_wall=None if t.end_s is None else st.wall(t.end_s),
             duration_s=t.duration_s,
         )
         self.transitions += 1
@@ -292,8 +354,7 @@ class Listener:
                 # Fresh memory, fresh rules, stream time restarting now.
                 for name, st in self._streams.items():
                     st.detector = self._detector(name)
-                    st.anchor = time.time()
-                    st.last_end_s = 0.0
+                    st.restart(time.time())
                 log.info("listening resumed")
             else:
                 for name, st in self._streams.items():
@@ -317,7 +378,7 @@ class Listener:
                 source_entry(
                     st.source.name,
                     st.source.kind,
-                    s.state,
+                    "lagging" if s.state == "ok" and s.lagging else s.state,
                     s.overflows,
                     s.dropped_s,
                     s.reconnects,

@@ -5,10 +5,12 @@ to end in test_listener.py); the model, engine and rules are the real ones.
 """
 
 import logging
+import os
 import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -231,3 +233,121 @@ def test_every_chunk_scored_is_timed_once_also_when_another_source_ends(
     assert lst.chunks == 2
     assert sum(int(n) for n, _ in timed) == lst.chunks
     assert all(float(ms) > 0 for _, ms in timed)
+
+
+class SlowScorer:
+    """The real scorer, made to take twice a 0.5 s chunk per pass: a machine that cannot keep
+    up, whatever its speed (the sleep is a lower bound)."""
+
+    def __init__(self, scorer: object) -> None:
+        self._scorer = scorer
+        self.spec = scorer.spec  # type: ignore[attr-defined]
+
+    def check_chunk(self, samples: int) -> None:
+        self._scorer.check_chunk(samples)  # type: ignore[attr-defined]
+
+    def initial_state(self, batch: int):
+        return self._scorer.initial_state(batch)  # type: ignore[attr-defined]
+
+    def inference(self):
+        return self._scorer.inference()  # type: ignore[attr-defined]
+
+    def score(self, chunks: np.ndarray, state):
+        time.sleep(1.0)
+        return self._scorer.score(chunks, state)  # type: ignore[attr-defined]
+
+
+def test_a_listener_that_cannot_keep_up_says_so_counts_drops_and_marks_the_source_lagging(
+    monkeypatch: pytest.MonkeyPatch, bark_checkpoint: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 38 item 2: a warning at start-up, every drop counted and logged, state lagging."""
+    real_load = listener_mod.load_scorer
+    monkeypatch.setattr(listener_mod, "load_scorer", lambda cfg: SlowScorer(real_load(cfg)))
+    monkeypatch.setattr(listener_mod, "open_source", lambda cfg: ScriptedSource(cfg))
+    monkeypatch.setattr(listener_mod, "INFO_MIN_INTERVAL_S", 0.5)
+    ScriptedSource.script = {}
+    caplog.set_level(logging.INFO)
+    config = parse_config(
+        {
+            "listener": {"id": "wiring"},
+            "model": {"name": str(bark_checkpoint), "chunk_seconds": 0.5},
+            "sources": [{"name": "mic", "kind": "mic", "queue_seconds": 1.0}],
+        }
+    )
+    rec = Recorder()
+    lst = Listener(config, publisher=rec)
+    stop = threading.Event()
+    thread = threading.Thread(target=lst.run, args=(stop,))
+    thread.start()
+    try:
+        wait_until(
+            lambda: any(i["sources"][0]["state"] == "lagging" for i in rec.of("info")),
+            "an info that says the source is lagging",
+        )
+    finally:
+        stop.set()
+        thread.join(60)
+    lagging = next(i for i in rec.of("info") if i["sources"][0]["state"] == "lagging")
+    assert lagging["sources"][0]["overflows"] >= 1
+    assert lagging["sources"][0]["dropped_s"] > 0
+    assert "cannot run in real time on this machine" in caplog.text
+    assert "source mic: the listener fell behind and its queue is full" in caplog.text
+
+
+def test_times_follow_the_audio_across_a_stall_of_stdin(
+    monkeypatch: pytest.MonkeyPatch, bark_checkpoint: Path
+) -> None:
+    """Issue 38 item 3: after a pipe went quiet, the next episode starts when its audio came,
+    not where stream time (fewer seconds than went by) puts it; the stall shows in the state."""
+    from sat_audio.sources import stdin as stdin_mod
+    from sat_audio.sources.stdin import StdinSource
+
+    monkeypatch.setattr(stdin_mod, "STALL_S", 1.0)
+    monkeypatch.setattr(listener_mod, "INFO_MIN_INTERVAL_S", 0.2)
+    read_fd, write_fd = os.pipe()
+    reader = os.fdopen(read_fd, "rb")
+    monkeypatch.setattr(listener_mod, "open_source", lambda cfg: StdinSource(cfg, reader))
+    config = parse_config(
+        {
+            "listener": {"id": "wiring"},
+            "model": {"name": str(bark_checkpoint), "chunk_seconds": 0.5},
+            "sources": [{"name": "pipe", "kind": "stdin", "format": "f32le"}],
+            "detection": {
+                "min_level_dbfs": -40,
+                "events": {
+                    "dog": {
+                        "labels": ["Bark"], "on_threshold": 0.5, "off_threshold": 0.3, "hold_s": 0
+                    }
+                },
+            },
+        }
+    )  # fmt: skip
+    rec = Recorder()
+    lst = Listener(config, publisher=rec)
+    stop = threading.Event()
+    thread = threading.Thread(target=lst.run, args=(stop,))
+    thread.start()
+    t = np.arange(16000) / 16000
+    loud = (0.3 * np.sin(2 * np.pi * 440 * t)).astype("<f4")
+    try:
+        os.write(write_fd, np.zeros(16000, "<f4").tobytes())  # 1 s of silence: no episode
+        _wait(lambda: lst.chunks >= 2)
+        time.sleep(3.0)  # the pipe stalls; stream time stands still meanwhile
+        wait_until(
+            lambda: any(i["sources"][0]["state"] == "reconnecting" for i in rec.of("info")),
+            "an info that says the pipe stalled",
+        )
+        sent = time.time()
+        os.write(write_fd, loud.tobytes())
+        _wait(lambda: rec.of("transition"))
+        seen = time.time()
+        _wait(lambda: rec.of("info")[-1]["sources"][0]["state"] == "ok")
+    finally:
+        stop.set()
+        thread.join(60)
+        os.close(write_fd)
+        reader.close()
+    start = datetime.fromisoformat(rec.of("transition")[0]["start"]).timestamp()
+    # the loud audio's first chunk begins where it arrived: between two chunks before the test
+    # wrote it and the moment the test saw the episode
+    assert sent - 2 * 0.5 <= start <= seen, (start - sent, seen - sent)

@@ -20,8 +20,15 @@ import voluptuous as vol
 from homeassistant.util import dt as dt_util
 
 VERSION: Final = 1
-# The largest payload read at all: an info message with many events stays far below this.
+# The contract's limits (docs/protocol.md, Limits; the listener refuses a config beyond them).
+# The largest payload read at all:
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
+MAX_SOURCES: Final = 32
+MAX_EVENTS: Final = 128
+MAX_LABELS: Final = 64  # of one event
+MAX_TEXT: Final = 255  # characters of a name, label, source kind or error
+MAX_SLUG: Final = 64  # characters of the listener id and an event key
+SOURCE_STATES: Final = ("ok", "lagging", "reconnecting", "failed")
 SLUG_RE: Final = re.compile(r"[a-z0-9_]+")
 
 type Kind = Literal[
@@ -151,13 +158,13 @@ def classify(base: str, topic: str) -> Topic:
 
 
 def _slug(value: Any) -> str:
-    if not isinstance(value, str) or len(value) > 64 or not SLUG_RE.fullmatch(value):
+    if not isinstance(value, str) or len(value) > MAX_SLUG or not SLUG_RE.fullmatch(value):
         raise vol.Invalid("not a slug")
     return value
 
 
 def _text(value: Any) -> str:
-    if not isinstance(value, str) or len(value) > 255:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
         raise vol.Invalid("not a short string")
     return value
 
@@ -241,7 +248,7 @@ _SOURCE = vol.Schema(
     {
         vol.Required("name"): _text,
         vol.Required("kind"): _text,
-        vol.Required("state"): vol.In(["ok", "reconnecting", "failed"]),
+        vol.Required("state"): vol.In(SOURCE_STATES),
         vol.Optional("overflows", default=0): _count,
         vol.Optional("dropped_s", default=0.0): _non_negative,
         vol.Optional("error", default=None): vol.Any(None, _text),
@@ -252,7 +259,7 @@ _EVENT = vol.Schema(
     {
         vol.Required("key"): _slug,
         vol.Required("name"): _text,
-        vol.Required("labels"): _list(_text, 64),
+        vol.Required("labels"): _list(_text, MAX_LABELS),
         vol.Required("on_threshold"): _score,
         vol.Required("off_threshold"): _score,
     },
@@ -268,8 +275,8 @@ SCHEMAS: Final[dict[str, vol.Schema]] = {
             vol.Required("model"): _text,
             vol.Optional("chunk_s"): vol.Any(None, _positive),
             vol.Optional("listening"): vol.Any(None, _bool),
-            vol.Optional("sources", default=list): _list(_SOURCE, 32),
-            vol.Required("events"): vol.All(_list(_EVENT, 128), _unique_keys),
+            vol.Optional("sources", default=list): _list(_SOURCE, MAX_SOURCES),
+            vol.Required("events"): vol.All(_list(_EVENT, MAX_EVENTS), _unique_keys),
             vol.Optional("counters", default=dict): vol.All(
                 dict, vol.Length(max=32), {_text: _count}
             ),

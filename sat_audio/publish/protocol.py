@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,6 +20,21 @@ ONLINE = "online"
 OFFLINE = "offline"
 
 Payload = dict[str, Any]
+
+SOURCE_STATES = ("ok", "lagging", "reconnecting", "failed")
+
+# The contract's limits (docs/protocol.md, Limits): Home Assistant's integration drops an info
+# beyond any of them, so the config is refused at load time instead (config.py).
+MAX_SOURCES = 32
+MAX_EVENTS = 128
+"""Published events: events times sources."""
+MAX_LABELS = 64
+"""Labels of one event."""
+MAX_TEXT = 255
+"""Characters of a name, label, source kind or error."""
+MAX_SLUG = 64
+"""Characters of the listener id and of a published event key."""
+MAX_PAYLOAD_BYTES = 64 * 1024
 
 
 def to_json(payload: Payload) -> str:
@@ -97,6 +112,40 @@ def event_key(source: str, event: str, n_sources: int) -> str:
     return event if n_sources == 1 else f"{source}_{event}"
 
 
+class ConfiguredEvent(Protocol):
+    """What publishing needs of a configured event (config.EventConfig)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+    @property
+    def on_threshold(self) -> float: ...
+    @property
+    def off_threshold(self) -> float: ...
+
+
+def published_events(
+    sources: Sequence[str], events: Iterable[ConfiguredEvent]
+) -> list[PublishedEvent]:
+    """Every configured event on every source, keyed and named as published."""
+    configured = list(events)
+    return [
+        PublishedEvent(
+            event_key(src, e.key, len(sources)),
+            src,
+            e.name if len(sources) == 1 else f"{e.name} ({src})",
+            e.labels,
+            e.on_threshold,
+            e.off_threshold,
+        )
+        for src in sources
+        for e in configured
+    ]
+
+
 def info_payload(
     *,
     listener_id: str,
@@ -152,7 +201,7 @@ def source_entry(
         "overflows": overflows,
         "dropped_s": round(dropped_s, 3),
         "reconnects": reconnects,
-        "error": error,
+        "error": None if error is None else error[:MAX_TEXT],
     }
 
 

@@ -4,6 +4,11 @@ A source captures in its own thread (or a PortAudio callback) and never blocks t
 listener reads blocks with a timeout. Live audio cannot wait for a slow consumer, so when the queue
 is full the oldest audio is dropped and counted; finite inputs read as fast as possible (a file,
 piped PCM from a file) wait for room instead, so nothing is lost.
+
+Every block carries the wall-clock time its last sample arrived, so that the listener can tell
+when a stall, a reconnect or a drop left a gap in the audio (and where its stream time lies).
+A live source is lagging while the listener reads audio that waited LAG_S or more in its queue,
+or lost some to a full queue, and for LAG_HOLD_S after.
 """
 
 import logging
@@ -26,6 +31,11 @@ State = Literal["ok", "reconnecting", "failed"]
 
 JOIN_TIMEOUT_S = 5.0
 """How long stop() waits for a capture thread; capture threads wake at least this often."""
+LAG_S = 5.0
+"""Audio queued this long (seconds of it) when the listener reads means it has fallen behind."""
+LAG_HOLD_S = 10.0
+"""A lagging source is reported so until it has been caught up this long: long enough for the
+rate-limited info to show it, short enough to clear once the load is gone."""
 
 
 @dataclass(frozen=True)
@@ -37,16 +47,21 @@ class SourceStatus:
     dropped_s: float
     reconnects: int
     error: str | None
+    lagging: bool = False
+    """The listener fell behind this source's audio (lost some, or reads it late)."""
 
 
 class BlockQueue:
-    """A FIFO of float32 blocks bounded by total samples; full means the oldest block goes."""
+    """A FIFO of float32 blocks bounded by total samples; full means the oldest block goes.
+
+    Each block is queued with the wall-clock time of its last sample (`get_stamped`).
+    """
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("queue capacity must be at least one sample")
         self.capacity = capacity
-        self._blocks: deque[np.ndarray] = deque()
+        self._blocks: deque[tuple[np.ndarray, float]] = deque()
         self._samples = 0
         self._dropped = 0
         self._cond = threading.Condition()
@@ -59,40 +74,58 @@ class BlockQueue:
     def __len__(self) -> int:
         return len(self._blocks)
 
-    def put(self, block: np.ndarray) -> None:
-        """Append, dropping the oldest blocks (counted) until the new one fits."""
+    @property
+    def samples(self) -> int:
+        """Samples waiting to be read."""
+        return self._samples
+
+    def put(self, block: np.ndarray, wall: float | None = None) -> int:
+        """Append, dropping the oldest blocks (counted) until the new one fits; the number of
+        samples dropped. wall: when the block's last sample arrived (default now)."""
+        stamp = time.time() if wall is None else wall
+        dropped = 0
         with self._cond:
             while self._blocks and self._samples + block.size > self.capacity:
-                old = self._blocks.popleft()
+                old, _ = self._blocks.popleft()
                 self._samples -= old.size
-                self._dropped += old.size
-            self._blocks.append(block)
+                dropped += old.size
+            self._dropped += dropped
+            self._blocks.append((block, stamp))
             self._samples += block.size
             self._cond.notify()
+        return dropped
 
-    def put_wait(self, block: np.ndarray, stop: threading.Event) -> bool:
+    def put_wait(self, block: np.ndarray, stop: threading.Event, wall: float | None = None) -> bool:
         """Append once there is room (back-pressure); False if stop was set while waiting."""
+        stamp = time.time() if wall is None else wall
         with self._cond:
             while self._blocks and self._samples + block.size > self.capacity:
                 if stop.is_set():
                     return False
                 self._cond.wait(0.1)
-            self._blocks.append(block)
+            self._blocks.append((block, stamp))
             self._samples += block.size
             self._cond.notify_all()
             return True
 
     def get(self, timeout: float) -> np.ndarray | None:
         """The oldest block, or None when none arrived within timeout seconds."""
+        got = self.get_stamped(timeout)
+        return None if got is None else got[0]
+
+    def get_stamped(self, timeout: float) -> tuple[np.ndarray, float, int] | None:
+        """The oldest block, the wall-clock time its last sample arrived, and the samples that
+        were queued with it (itself included); None when none arrived within timeout seconds."""
         with self._cond:
             if not self._blocks and timeout > 0:
                 self._cond.wait_for(lambda: bool(self._blocks), timeout)
             if not self._blocks:
                 return None
-            block = self._blocks.popleft()
+            queued = self._samples
+            block, wall = self._blocks.popleft()
             self._samples -= block.size
             self._cond.notify_all()
-            return block
+            return block, wall, queued
 
 
 class Backoff:
@@ -155,6 +188,9 @@ class Source:
         self._overflows = 0
         self._reconnects = 0
         self._ended = False
+        self._lag_at = -float("inf")  # monotonic time the listener was last seen behind
+        self._drop_log = RateLimitedLog()
+        self._lag_log = RateLimitedLog()
 
     # -- the interface the listener uses ----------------------------------------------------
 
@@ -167,7 +203,25 @@ class Source:
 
     def read(self, timeout: float) -> np.ndarray | None:
         """The next 16 kHz mono float32 block, or None when nothing arrived within timeout."""
-        return self.queue.get(timeout)
+        got = self.read_stamped(timeout)
+        return None if got is None else got[0]
+
+    def read_stamped(self, timeout: float) -> tuple[np.ndarray, float] | None:
+        """The next block and the wall-clock time its last sample arrived, or None when nothing
+        arrived within timeout. Reading live audio that waited LAG_S or more marks the source
+        lagging."""
+        got = self.queue.get_stamped(timeout)
+        if got is None:
+            return None
+        block, wall, queued = got
+        if self.live and queued >= LAG_S * SAMPLE_RATE:
+            self._lagged()
+            self._lag_log(
+                "source %s: lagging, the listener reads its audio %.1f s late",
+                self.name,
+                queued / SAMPLE_RATE,
+            )
+        return block, wall
 
     @property
     def finished(self) -> bool:
@@ -191,6 +245,7 @@ class Source:
                 dropped_s=self.queue.dropped / SAMPLE_RATE,
                 reconnects=self._reconnects,
                 error=self._error,
+                lagging=time.monotonic() - self._lag_at < LAG_HOLD_S,
             )
 
     # -- for subclasses ---------------------------------------------------------------------
@@ -236,10 +291,16 @@ class Source:
         with self._lock:
             self._overflows += n
 
+    def _lagged(self) -> None:
+        with self._lock:
+            self._lag_at = time.monotonic()
+
     def _emit(self, samples: np.ndarray) -> None:
-        """Queue 16 kHz mono samples as blocks of exactly block_samples."""
+        """Queue 16 kHz mono samples as blocks of exactly block_samples, each stamped with when
+        its last sample arrived: the newest sample arrived now, the earlier ones before it."""
         if samples.size == 0:
             return
+        now = time.time()
         self._pending.append(samples.astype(np.float32, copy=False))
         self._pending_n += samples.size
         if self._pending_n < self.block_samples:
@@ -247,7 +308,8 @@ class Source:
         data = np.concatenate(self._pending)
         n_full = data.size // self.block_samples * self.block_samples
         for start in range(0, n_full, self.block_samples):
-            self._put(data[start : start + self.block_samples].copy())
+            end = start + self.block_samples
+            self._put(data[start:end].copy(), now - (data.size - end) / SAMPLE_RATE)
         rest = data[n_full:]
         self._pending = [rest] if rest.size else []
         self._pending_n = rest.size
@@ -255,7 +317,7 @@ class Source:
     def _flush(self) -> None:
         """Queue the last partial block (end of a finite input)."""
         if self._pending_n:
-            self._put(np.concatenate(self._pending))
+            self._put(np.concatenate(self._pending), time.time())
         self._pending, self._pending_n = [], 0
 
     def _finish(self) -> None:
@@ -264,8 +326,19 @@ class Source:
         self._ended = True
         log.info("source %s reached its end", self.name)
 
-    def _put(self, block: np.ndarray) -> None:
-        if self.live:
-            self.queue.put(block)
-        else:
-            self.queue.put_wait(block, self._stop)
+    def _put(self, block: np.ndarray, wall: float) -> None:
+        """Queue a block; live audio that finds the queue full drops the oldest: each such time
+        is an overflow, logged at most every 10 s, and the source is lagging."""
+        if not self.live:
+            self.queue.put_wait(block, self._stop, wall)
+            return
+        dropped = self.queue.put(block, wall)
+        if dropped:
+            self._count_overflow()
+            self._lagged()
+            self._drop_log(
+                "source %s: the listener fell behind and its queue is full: %.1f s of audio "
+                "dropped in all",
+                self.name,
+                self.queue.dropped / SAMPLE_RATE,
+            )

@@ -4,6 +4,7 @@ import os
 import select
 import stat
 import sys
+import time
 from typing import BinaryIO
 
 import numpy as np
@@ -18,6 +19,8 @@ from sat_audio.sources.base import Source
 FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 POLL_S = 0.2
 """The reader wakes this often to notice stop(); a blocking read could never be interrupted."""
+STALL_S = 15.0
+"""A live pipe silent this long is reported stalled (state reconnecting) until audio returns."""
 
 
 class StdinSource(Source):
@@ -56,10 +59,19 @@ class StdinSource(Source):
         )
         chunk_bytes = max(1, round(cfg.block_seconds * cfg.rate)) * self.frame_bytes
         rest = b""
+        last_data = time.monotonic()
+        stalled = False
         while not self._stop.is_set():
             ready, _, _ = select.select([self.fd], [], [], POLL_S)
             if not ready:
+                if self.live and not stalled and time.monotonic() - last_data >= STALL_S:
+                    stalled = True
+                    self._set_state("reconnecting", f"no audio for {STALL_S:g} s")
                 continue
+            last_data = time.monotonic()
+            if stalled:
+                stalled = False
+                self._set_state("ok")
             data = os.read(self.fd, chunk_bytes)
             eof = not data
             data = rest + data

@@ -6,6 +6,7 @@ and the `sat-audio` command, both in the listener's environment.
     listener_side.py payloads               one JSON line per message the builders make
     listener_side.py checkpoint DIR LABEL   a SAT_T_2s checkpoint whose head always says LABEL
     listener_side.py wav PATH PATTERN       16 kHz: '_' a second of silence, 'X' a loud tone
+    listener_side.py limits                 the protocol's limits and source states, as JSON
 """
 
 import json
@@ -55,6 +56,7 @@ def payloads() -> None:
         sources=[
             p.source_entry("mic", "mic", "ok", 0, 0.0, 0, None),
             p.source_entry("porch", "ffmpeg", "reconnecting", 3, 1.25, 2, "connection refused"),
+            p.source_entry("hall", "stdin", "lagging", 12, 2.4, 0, None),
         ],
         events=events,
         counters={"chunks": 10, "transitions": 2, "mqtt_dropped": 0, "mqtt_queued": 0},
@@ -125,6 +127,12 @@ def wav(path: str, pattern: str) -> None:
     sf.write(path, np.concatenate([tone if c == "X" else quiet for c in pattern]), rate)
 
 
+def limits() -> None:
+    """Print the listener's side of the contract's limits (sat_audio/publish/protocol.py)."""
+    names = [name for name in dir(p) if name.startswith("MAX_")]
+    print(json.dumps({**{name: getattr(p, name) for name in names}, "states": p.SOURCE_STATES}))
+
+
 if __name__ == "__main__":
-    commands = {"payloads": payloads, "checkpoint": checkpoint, "wav": wav}
+    commands = {"payloads": payloads, "checkpoint": checkpoint, "wav": wav, "limits": limits}
     commands[sys.argv[1]](*sys.argv[2:])

@@ -150,7 +150,7 @@ def valid_info() -> st.SearchStrategy[dict[str, Any]]:
         {
             "name": NAMES,
             "kind": NAMES,
-            "state": st.sampled_from(["ok", "reconnecting", "failed"]),
+            "state": st.sampled_from(["ok", "lagging", "reconnecting", "failed"]),
             "overflows": st.integers(min_value=0),
             "dropped_s": st.floats(min_value=0.0, allow_infinity=False),
         }

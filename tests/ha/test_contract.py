@@ -10,11 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 import json
 from pathlib import Path
+import re
 from typing import Any
 
 import pytest
 from tests.broker import Broker, Subscriber
 
+from custom_components.sat_audio import protocol
 from custom_components.sat_audio.protocol import (
     Dropped,
     ListenerInfo,
@@ -88,6 +90,23 @@ def test_listener_payload_builders() -> None:
     lines = [json.loads(line) for line in listener_side("payloads").splitlines()]
     kinds = [check("sat_audio/kitchen", line["topic"], line["payload"]) for line in lines]
     assert set(kinds) == {"status", "listening", "info", "transition", "event_state", "scores"}
+
+
+def test_one_set_of_limits() -> None:
+    """The limits in docs/protocol.md are the listener's (which refuses a config beyond them)
+    and the integration's (which drops an info beyond them): a change on one side fails here."""
+    docs = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    documented = {
+        name: int(value) for name, value in re.findall(r"^\| `(MAX_\w+)` \| (\d+) \|", docs, re.M)
+    }
+    listener = json.loads(listener_side("limits"))
+    states = listener.pop("states")
+    integration = {name: getattr(protocol, name) for name in listener}
+    assert len(documented) == 6
+    assert listener == documented
+    assert integration == documented
+    assert tuple(states) == protocol.SOURCE_STATES
+    assert all(f"`{state}`" in docs for state in states)
 
 
 def test_captured_from_real_listener(socket_enabled: None, tmp_path: Path) -> None:
