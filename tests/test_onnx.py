@@ -367,8 +367,9 @@ def test_config_takes_int8_on_onnx_only() -> None:
     model = parse_config({"model": {"backend": "onnx", "precision": "int8"}}).model
     assert (model.precision, model.runtime) == ("int8", "onnx int8")
     assert parse_config({}).model.precision == "float32"
+    assert parse_config({"model": {"precision": "int8"}}).model.runtime == "onnx int8"  # default
     with pytest.raises(ConfigError, match=r"^model.precision: int8 needs backend: onnx"):
-        parse_config({"model": {"precision": "int8"}})
+        parse_config({"model": {"backend": "torch", "precision": "int8"}})
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8"])
