@@ -54,8 +54,10 @@ def cmd_tag(args: argparse.Namespace) -> int:
     if not 1 <= args.topk <= 527:
         raise SatAudioError(f"--topk must be between 1 and 527, got {args.topk}")
     backend = _tag_backend(args.backend)
-    model = ModelConfig(args.model, args.model_dir, threads=args.threads or 0, backend=backend)
-    scorer = load_scorer(model, variant=args.variant)
+    model = ModelConfig(
+        args.model, args.model_dir, threads=args.threads or 0, backend=backend, variant=args.variant
+    )
+    scorer = load_scorer(model)
     chunk_s = args.chunk_length or scorer.spec.chunk_s
     engine = Engine(scorer, chunk_s)
     labels = all_labels()
@@ -135,7 +137,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not names:
         raise SatAudioError("name at least one model")
     if args.action == "export-onnx":
-        return _export_onnx(names, args.model_dir, args.precision)
+        return _export_onnx(names, args.model_dir, args.precision, args.variant)
     for name in names:
         spec = get_spec(name)
         if args.action == "path":
@@ -145,7 +147,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_onnx(names: list[str], model_dir: str | None, precision: str) -> int:
+def _export_onnx(
+    names: list[str], model_dir: str | None, precision: str, variant: str | None
+) -> int:
     """Export streaming models for model.backend onnx, each beside its checkpoint; no torch."""
     from sat_audio.model.checkpoint import read_weights
     from sat_audio.model.onnx_export import export_onnx
@@ -154,10 +158,11 @@ def _export_onnx(names: list[str], model_dir: str | None, precision: str) -> int
     from sat_audio.model.registry import registry
 
     for name in names:
-        if precision == "int8" and name in registry():
-            int8_plan(name)  # refused before a download; another checkpoint at its export
+        if precision == "int8" and (variant or name in registry()):
+            int8_plan(variant or name)  # refused before a download; another checkpoint at export
         path = onnx_path(name, model_dir, precision)
-        print(export_onnx(read_weights(name, directory=model_dir), path, precision))
+        weights = read_weights(name, variant=variant, directory=model_dir)
+        print(export_onnx(weights, path, precision))
     return 0
 
 
@@ -195,7 +200,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if not config.detection.events:
         raise SatAudioError("the configuration has no events under detection.events to detect")
-    model = config.model if args.model is None else replace(config.model, name=args.model)
+    model = config.model
+    if args.model is not None or args.variant is not None:
+        # the configuration's variant is its own checkpoint's, not -m's
+        model = replace(model, name=args.model or model.name, variant=args.variant)
     scorer = load_scorer(model)
     engine = Engine(scorer, model.chunk_seconds or scorer.spec.chunk_s)
     waves = [(path, read_audio(path)) for path in args.files]
@@ -292,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         return cmd
 
-    model_dir_help = "folder for downloaded checkpoints (default: $SAT_AUDIO_MODEL_DIR or models/)"
+    model_dir_help = (
+        "folder for downloaded checkpoints (default: $SAT_AUDIO_MODEL_DIR, else "
+        "${XDG_CACHE_HOME:-~/.cache}/sat-audio/models)"
+    )
 
     tag = add(
         "tag", cmd_tag, "Print the top-k labels of each chunk, in upstream inference.py's format."
@@ -353,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="the weights' precision, as model.precision",
     )
+    export.add_argument(
+        "--variant", help="architecture of checkpoints whose file name is not upstream's"
+    )
 
     labels = add(
         "labels",
@@ -397,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="configuration file (default: $SAT_AUDIO_CONFIG, ./config.yaml, built-in defaults)",
     )
     detect.add_argument("-m", "--model", default=None, help="model instead of the config's")
+    detect.add_argument(
+        "--variant",
+        help="architecture of a checkpoint whose file name is not upstream's (default: the "
+        "config's model.variant, unless -m is given)",
+    )
     detect.add_argument("--json", action="store_true", help="one JSON object per transition")
 
     run = add(

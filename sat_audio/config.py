@@ -52,6 +52,8 @@ class ModelConfig:
     threads: int = 1
     backend: str = "onnx"
     precision: str = "float32"
+    variant: str | None = None
+    """The architecture of a checkpoint not under its upstream file name."""
 
     @property
     def runtime(self) -> str:
@@ -534,11 +536,19 @@ def _model_name(value: Any) -> str:
 def _model_rules(model: dict) -> dict:
     if model["precision"] == "int8" and model["backend"] != "onnx":
         raise _Said("int8 needs backend: onnx (torch runs float32 only)", ["precision"])
+    if model["variant"] not in (None, model["name"]) and model["name"] in registry():
+        raise _Said(
+            f"{model['variant']} contradicts model.name {model['name']}; model.variant names "
+            "the architecture of a checkpoint file",
+            ["variant"],
+        )
     if model["precision"] == "int8":
-        # a variant known by name (or its checkpoint's file name) is checked here; any other
-        # checkpoint when its export is made
+        # the variant given, or known by name (or its checkpoint's file name), is checked here;
+        # any other checkpoint's when its export is made
         name = Path(model["name"]).name
-        variant = next((s.name for s in registry().values() if name in (s.name, s.file)), None)
+        variant = model["variant"] or next(
+            (s.name for s in registry().values() if name in (s.name, s.file)), None
+        )
         if variant is not None:
             try:
                 int8_plan(variant)
@@ -555,6 +565,7 @@ _MODEL = _section(
         vol.Optional("threads", default=1): _number(1, 64, integer=True),
         vol.Optional("backend", default="onnx"): _choice(*BACKENDS),
         vol.Optional("precision", default="float32"): _choice(*PRECISIONS),
+        vol.Optional("variant", default=None): _optional(_choice(*registry())),
     },
     "name, chunk_seconds, threads, ...",
     _model_rules,

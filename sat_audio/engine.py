@@ -75,16 +75,17 @@ class Scorer(Protocol):
     def inference(self) -> AbstractContextManager[object]: ...
 
 
-def load_scorer(cfg: "ModelConfig", variant: str | None = None) -> Scorer:
+def load_scorer(cfg: "ModelConfig") -> Scorer:
     """The configured model on its backend; the onnx backend never imports torch.
 
-    variant: the architecture of a checkpoint whose file name is not upstream's. threads 0 leaves
-    the runtime its own default (all cores), as the file commands do unless told.
+    cfg.variant names the architecture of a checkpoint whose file name is not upstream's. threads
+    0 leaves the runtime its own default (all cores), as the file commands do unless told.
     """
+    variant = cfg.variant
     if cfg.backend == "onnx":
         from sat_audio.model.onnx_runtime import OnnxScorer
 
-        path = onnx_export_of(cfg, variant)
+        path = onnx_export_of(cfg)
         scorer = OnnxScorer(path, threads=cfg.threads, precision=cfg.precision)
         if variant is None or scorer.spec.name == variant:
             return scorer
@@ -96,14 +97,10 @@ def load_scorer(cfg: "ModelConfig", variant: str | None = None) -> Scorer:
     from sat_audio.model.checkpoint import load_model
 
     model = load_model(cfg.name, variant=variant, directory=cfg.dir)  # says if torch is missing
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-    return _torch_scorer(model, fast=True)
+    return _torch_scorer(model, fast=True, threads=cfg.threads)
 
 
-def onnx_export_of(cfg: "ModelConfig", variant: str | None = None) -> Path:
+def onnx_export_of(cfg: "ModelConfig") -> Path:
     """The onnx backend's graph of the configured model, exported from its checkpoint (downloaded
     first for a registry name or URL) when there is none yet, or the checkpoint is newer (replaced
     since). A named .onnx file is taken as it is."""
@@ -119,7 +116,7 @@ def onnx_export_of(cfg: "ModelConfig", variant: str | None = None) -> Path:
         log.info("%s is newer than its export: exporting it again to %s", checkpoint, path)
     else:
         return path
-    export_in_child(cfg.name, cfg.dir, path, cfg.precision, variant)
+    export_in_child(cfg.name, cfg.dir, path, cfg.precision, cfg.variant)
     return path
 
 
@@ -146,10 +143,10 @@ def _export(
     export_onnx(read_weights(name, variant=variant, directory=directory), path, precision)
 
 
-def _torch_scorer(model: "AudioTransformer", fast: bool) -> Scorer:
+def _torch_scorer(model: "AudioTransformer", fast: bool, threads: int = 0) -> Scorer:
     from sat_audio.model.fast import TorchScorer  # torch only when a torch model is given
 
-    return TorchScorer(model, fast=fast)
+    return TorchScorer(model, fast=fast, threads=threads)
 
 
 class Engine:

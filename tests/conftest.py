@@ -1,3 +1,4 @@
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +7,16 @@ import soundfile as sf
 
 from tests.broker import Broker, Certs, make_certs
 from tests.checkpoints import random_model, save_upstream, upstream_name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The default model folder is the user's cache: the tests, and the listeners they start,
+    keep theirs in a folder of their own instead."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        patch.delenv("SAT_AUDIO_MODEL_DIR", raising=False)
+        yield
 
 
 @pytest.fixture(scope="session")

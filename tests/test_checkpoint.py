@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from sat_audio.errors import SatAudioError
+from sat_audio.model import registry as registry_module
 from sat_audio.model.checkpoint import download, load_model
 from sat_audio.model.layout import parameter_layout
-from sat_audio.model.registry import ModelSpec, registry
+from sat_audio.model.registry import ModelSpec, model_dir, registry
 from sat_audio.model.sat import build_model
 from tests.checkpoints import random_model, save_upstream, upstream_name
 
@@ -67,6 +68,55 @@ def test_model_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     save_upstream(random_model("SAT_T_2s"), tmp_path / upstream_name("SAT_T_2s"))
     monkeypatch.setenv("SAT_AUDIO_MODEL_DIR", str(tmp_path))
     assert load_model("SAT_T_2s", allow_download=False).spec.name == "SAT_T_2s"
+
+
+def test_default_model_dir_is_the_users_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$XDG_CACHE_HOME/sat-audio/models, else ~/.cache/sat-audio/models: not the package's."""
+    monkeypatch.delenv("SAT_AUDIO_MODEL_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "sat-audio" / "models"
+    assert model_dir() == cache
+    cache.mkdir(parents=True)
+    save_upstream(random_model("SAT_T_2s"), cache / upstream_name("SAT_T_2s"))
+    assert load_model("SAT_T_2s", allow_download=False).spec.name == "SAT_T_2s"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert model_dir() == tmp_path / "home" / ".cache" / "sat-audio" / "models"
+
+
+def test_a_checkpoint_in_the_old_folder_is_pointed_to_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The package's folder was the default: a checkpoint left there is named, with how to move
+    it, and not used from there."""
+    old = tmp_path / "site-packages" / "models"
+    old.mkdir(parents=True)
+    save_upstream(random_model("SAT_T_2s"), old / upstream_name("SAT_T_2s"))
+    monkeypatch.setattr(registry_module, "data_dir", lambda: old)
+    monkeypatch.delenv("SAT_AUDIO_MODEL_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    new = tmp_path / "cache" / "sat-audio" / "models"
+    registry_module._point_to_old_folder.cache_clear()
+    for _ in range(2):
+        with pytest.raises(SatAudioError, match=rf"not found at {new / upstream_name('SAT_T_2s')}"):
+            load_model("SAT_T_2s", allow_download=False)
+    (line,) = [r for r in caplog.records if r.name == "sat_audio.model.registry"]
+    assert line.levelname == "WARNING"
+    assert line.getMessage() == (
+        f"checkpoints in {old} are no longer looked for there; move them to {new} "
+        f"(mkdir -p {new} && mv {old}/*.pt {new}/), or set SAT_AUDIO_MODEL_DIR={old} to keep "
+        "them where they are"
+    )
+    # moved: no line
+    new.mkdir(parents=True)
+    (old / upstream_name("SAT_T_2s")).rename(new / upstream_name("SAT_T_2s"))
+    save_upstream(random_model("SAT_T_1s"), old / upstream_name("SAT_T_1s"))
+    registry_module._point_to_old_folder.cache_clear()
+    caplog.clear()
+    assert load_model("SAT_T_2s", allow_download=False).spec.name == "SAT_T_2s"
+    assert not [r for r in caplog.records if r.name == "sat_audio.model.registry"]
 
 
 def test_offline_error_names_url_and_destination(tmp_path: Path) -> None:

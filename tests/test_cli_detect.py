@@ -229,3 +229,25 @@ def test_detect_without_events_says_so(tmp_path: Path, clip: Path, capsys):
     assert capsys.readouterr().err == (
         "sat-audio: error: the configuration has no events under detection.events to detect\n"
     )
+
+
+def test_detect_a_renamed_checkpoint_with_model_variant_or_variant_flag(
+    tmp_path: Path, checkpoint: Path, clip: Path, capsys
+):
+    """The configuration's model.variant is its checkpoint's; -m's needs --variant."""
+    renamed = Path(shutil.copy(checkpoint, tmp_path / "doorbell.pt"))
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f'model: {{name: "{renamed}", chunk_seconds: 0.5, backend: torch, variant: SAT_T_2s}}\n'
+        "detection: {events: {doorbell: {labels: [Doorbell], on_threshold: 0.5, hold_s: 1.0}}}\n"
+    )
+    want = [("start", 3.0, None), ("end", 3.0, 7.0), ("start", 9.0, None), ("end", 9.0, 10.0)]
+    for extra in ([], ["-m", str(renamed), "--variant", "SAT_T_2s"]):
+        assert main(["detect", str(clip), "-c", str(config), "--json", *extra]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(d["type"], d["start_s"], d["end_s"]) for d in lines] == want
+    assert main(["detect", str(clip), "-c", str(config), "-m", str(renamed)]) == 2
+    assert capsys.readouterr().err.startswith(
+        "sat-audio: error: cannot tell the architecture of doorbell.pt from its file name; "
+        "set model.variant"
+    )

@@ -55,7 +55,7 @@ CORPUS = [
         "model misspelt key",
         "model: {chunk_length: 1.0}",
         "model.chunk_length: unknown key 'chunk_length'; did you mean 'chunk_seconds'? "
-        "expected one of name, dir, chunk_seconds, threads, backend, precision",
+        "expected one of name, dir, chunk_seconds, threads, backend, precision, variant",
     ),
     (
         "model precision",
@@ -73,6 +73,26 @@ CORPUS = [
         "model.name: unknown model 'SAT_T_2'; did you mean 'SAT_T_2s'? expected one of SAT_T_2s, "
         "SAT_T_1s, SAT_S_2s, SAT_S_1s, SAT_B_2s, SAT_B_1s, audiotransformer_tiny, "
         "audiotransformer_small, audiotransformer_base, a checkpoint file (.pt) or an http(s) URL",
+    ),
+    (
+        "model variant unknown",
+        "model: {name: /m/mine.pt, variant: SAT_T}",
+        "model.variant: expected one of SAT_T_2s, SAT_T_1s, SAT_S_2s, SAT_S_1s, SAT_B_2s, "
+        "SAT_B_1s, audiotransformer_tiny, audiotransformer_small, audiotransformer_base, "
+        "got 'SAT_T'",
+    ),
+    (
+        "model variant against a registry name",
+        "model: {name: SAT_T_2s, variant: SAT_B_2s}",
+        "model.variant: SAT_B_2s contradicts model.name SAT_T_2s; model.variant names the "
+        "architecture of a checkpoint file",
+    ),
+    (
+        "model variant int8 not offered",
+        "model: {name: /m/mine.pt, variant: SAT_B_2s, precision: int8}",
+        "model.precision: int8 is not offered for SAT_B_2s: its scores move by up to 0.03 from "
+        "float32 (models/int8.toml), more than 0.02; use float32 (int8 is offered for SAT_T_2s, "
+        "SAT_T_1s)",
     ),
     # sources
     ("sources empty", "sources: []", "sources: expected a list of one or more sources, got []"),

@@ -2,13 +2,16 @@
 
 import copy
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sat_audio.engine import MAX_BATCH, Engine, level_dbfs
+from sat_audio.config import ModelConfig
+from sat_audio.engine import MAX_BATCH, Engine, level_dbfs, load_scorer
 from sat_audio.errors import SatAudioError
+from sat_audio.model.shapes import State
 from tests.checkpoints import random_model
 
 
@@ -208,3 +211,28 @@ def test_non_finite_scores_are_zero(model: torch.nn.Module) -> None:
     want = np.stack(run_single(model, wave, 2.0))
     assert (got[:, 5] == 0).all()
     np.testing.assert_array_equal(np.delete(got, 5, axis=1), np.delete(want, 5, axis=1))
+
+
+def test_a_loaded_model_sets_torchs_threads_only_while_it_scores(
+    sat_t_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's thread count is the process's: loading leaves it, scoring sets it and puts it
+    back, so code beside the listener (or a second model) keeps its own."""
+    before = torch.get_num_threads()
+    wanted = before + 1
+    cfg = ModelConfig(str(sat_t_checkpoint), threads=wanted, backend="torch")
+    scorer = load_scorer(cfg)
+    assert torch.get_num_threads() == before
+    seen: list[int] = []
+    score = scorer.score
+
+    def counting(chunks: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        seen.append(torch.get_num_threads())
+        return score(chunks, state)
+
+    monkeypatch.setattr(scorer, "score", counting)
+    engine = Engine(scorer, 2.0)
+    engine.feed("default", audio(4, 1))
+    assert len(engine.drain()) == 2
+    assert seen == [wanted, wanted]
+    assert torch.get_num_threads() == before

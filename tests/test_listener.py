@@ -613,3 +613,37 @@ def test_a_corrupt_flac_is_one_line_and_a_failing_exit(
     assert "ERROR" in failed
     assert f"{path}: cannot be decoded (Error : flac decoder lost sync.)" in failed
     assert "every source has failed; exiting with code 1" in err
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_a_renamed_checkpoint_runs_with_model_variant(
+    tmp_path: Path, bark_checkpoint: Path, backend: str
+) -> None:
+    """A checkpoint kept under a name of the user's: model.variant says its architecture; without
+    it, one line naming model.variant."""
+    renamed = tmp_path / "models" / "dog-detector.pt"
+    renamed.parent.mkdir()
+    renamed.write_bytes(bark_checkpoint.read_bytes())
+    wav = make_wav(tmp_path / "a.wav", "_XX__")
+    config = write_config(tmp_path, renamed, [file_source(wav, realtime=False, name="a")])
+    data = yaml.safe_load(config.read_text())
+
+    data["model"] |= {"backend": backend}
+    config.write_text(yaml.safe_dump(data))
+    run = Run(tmp_path, config)
+    assert run.wait() == 2
+    assert run.stderr().strip().splitlines()[-1] == (
+        "sat-audio: error: cannot tell the architecture of dog-detector.pt from its file name; "
+        "set model.variant (or --variant) to one of SAT_T_2s, SAT_T_1s, SAT_S_2s, SAT_S_1s, "
+        "SAT_B_2s, SAT_B_1s, audiotransformer_tiny, audiotransformer_small, audiotransformer_base"
+    )
+    assert run.stdout() == ""
+
+    data["model"] |= {"variant": "SAT_T_2s"}
+    config.write_text(yaml.safe_dump(data))
+    run = Run(tmp_path, config)
+    assert run.wait() == 0, run.stderr()
+    lines = [json.loads(line) for line in run.stdout().splitlines()]
+    got = sorted((p["event"], p["type"], p["duration_s"]) for p in lines)
+    assert got == [("dog", "end", 2.0), ("dog", "start", 0.0)]
+    assert f"listener: model SAT_T_2s on {backend}, 1.00 s chunks" in run.stderr()

@@ -77,6 +77,21 @@ def random_exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     return checkpoint, export_onnx(read_weights(str(checkpoint)), checkpoint.with_suffix(".onnx"))
 
 
+def test_export_a_renamed_checkpoint_with_variant(
+    tmp_path: Path, exported: tuple[Path, Path]
+) -> None:
+    """export-onnx takes --variant as the listener takes model.variant: the same graph."""
+    checkpoint, onnx_file = exported
+    renamed = tmp_path / "bark.pt"
+    renamed.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        export_by_cli(renamed)
+    assert "cannot tell the architecture of bark.pt" in err.value.stderr
+    assert "set model.variant (or --variant)" in err.value.stderr
+    export_by_cli(renamed, "--variant", "SAT_T_2s")
+    assert renamed.with_suffix(".onnx").read_bytes() == onnx_file.read_bytes()
+
+
 @pytest.mark.parametrize("variant", ["SAT_T_2s", "SAT_S_1s"])
 def test_the_export_from_a_file_is_the_torch_models(tmp_path: Path, variant: str) -> None:
     """The file read without torch, the torch model loaded from it and the model in memory it

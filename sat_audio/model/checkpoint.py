@@ -21,12 +21,11 @@ from sat_audio.errors import SatAudioError
 from sat_audio.memory import release_free_heap
 from sat_audio.model.layout import parameter_layout
 from sat_audio.model.pt_file import read_pt
-from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
+from sat_audio.model.registry import ModelSpec, get_spec, model_dir, registry
 
 if TYPE_CHECKING:
     from sat_audio.model.sat import AudioTransformer
 
-MODEL_DIR_ENV = "SAT_AUDIO_MODEL_DIR"
 IGNORED_PREFIXES = ("front_end.",)
 """Upstream saves torchaudio's window and filterbank; we compute our own."""
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
@@ -36,12 +35,6 @@ TORCH_MISSING = (
     "(or use backend onnx)"
 )
 """torch is an extra: what a command that needs it says where it is absent."""
-
-
-def model_dir(override: str | Path | None = None) -> Path:
-    """Where checkpoints are cached: the argument, $SAT_AUDIO_MODEL_DIR, or models/."""
-    chosen = override or os.environ.get(MODEL_DIR_ENV)
-    return Path(chosen).expanduser() if chosen else data_dir()
 
 
 def cached_path(spec: ModelSpec, directory: str | Path | None = None) -> Path:
@@ -204,8 +197,8 @@ def locate(
     found = get_spec(variant) if variant else spec_for_file(path)
     if found is None:
         raise SatAudioError(
-            f"cannot tell the architecture of {path.name}; name the variant "
-            f"(one of {', '.join(registry())})"
+            f"cannot tell the architecture of {path.name} from its file name; set model.variant "
+            f"(or --variant) to one of {', '.join(registry())}"
         )
     return path, found
 

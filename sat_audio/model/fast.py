@@ -14,6 +14,9 @@ positional sums folded into precomputed tensors, no nn.Module dispatch. The stat
 comes from this path too, so a listener never touches the reference forward's kernels.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -192,11 +195,17 @@ class FastPiece(nn.Module):
 
 
 class TorchScorer:
-    """Scores chunks of a torch model for the engine; fast=False runs the plain forward."""
+    """Scores chunks of a torch model for the engine; fast=False runs the plain forward.
 
-    def __init__(self, model: AudioTransformer, fast: bool = True) -> None:
+    threads: torch's thread count inside inference() (0: leave torch's own); torch keeps it per
+    process, so it is set only there and put back after, and the model's load changes nothing
+    for the rest of the process.
+    """
+
+    def __init__(self, model: AudioTransformer, fast: bool = True, threads: int = 0) -> None:
         self.model = model
         self.spec = model.spec
+        self.threads = threads
         self.fast = fast and model.spec.streaming
         self._piece = FastPiece(model) if self.fast else None
         self._silence = self._silence_state() if self._piece is not None else ()
@@ -217,7 +226,7 @@ class TorchScorer:
         """What AudioTransformer.silence_memory gives, through the fast path from no memory."""
         assert self._piece is not None
         silence = np.zeros((1, self.spec.memory_samples), np.float32)
-        with torch.inference_mode():
+        with self.inference():
             return self.score(silence, self._piece.empty_state())[1]
 
     def score(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, State]:
@@ -240,6 +249,17 @@ class TorchScorer:
                 outs.append(scores)
             return torch.stack(outs, dim=-1).mean(dim=-1).numpy(), tuple(state)
 
-    def inference(self) -> torch.inference_mode:
-        """The engine writes states inside this, as they are inference tensors."""
-        return torch.inference_mode()
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """The engine scores and writes states inside this (they are inference tensors), on the
+        configured threads; torch's thread count is the caller's again after."""
+        before = torch.get_num_threads()
+        change = bool(self.threads) and self.threads != before
+        if change:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            if change:
+                torch.set_num_threads(before)

@@ -23,7 +23,7 @@ import numpy as np
 
 from sat_audio.errors import SatAudioError
 from sat_audio.memory import release_free_heap, weights_on_huge_pages
-from sat_audio.model.registry import ModelSpec, data_dir, get_spec, registry
+from sat_audio.model.registry import ModelSpec, get_spec, model_dir, registry
 from sat_audio.model.shapes import HOP, N_FFT, PATCH, State
 
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
@@ -182,10 +182,8 @@ class OnnxScorer:
 
 def checkpoint_file(name: str, directory: str | Path | None = None) -> Path:
     """Where a model's checkpoint is, or where checkpoint.locate downloads it: a registry name's
-    or an http(s) URL's in `directory`, $SAT_AUDIO_MODEL_DIR or models/ (checkpoint.model_dir),
-    a path as it is."""
-    chosen = directory or os.environ.get("SAT_AUDIO_MODEL_DIR")
-    folder = Path(chosen).expanduser() if chosen else data_dir()
+    or an http(s) URL's in registry.model_dir, a path as it is."""
+    folder = model_dir(directory)
     if name in registry():
         return folder / get_spec(name).file
     if urlparse(name).scheme in ("http", "https"):
