@@ -11,7 +11,6 @@ import voluptuous as vol
 
 from homeassistant.components.device_automation import DEVICE_TRIGGER_BASE_SCHEMA
 from homeassistant.components.homeassistant.triggers import event as event_trigger
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import (
     CONF_DEVICE_ID,
     CONF_DOMAIN,
@@ -22,11 +21,7 @@ from homeassistant.const import (
     Platform,
 )
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant
-from homeassistant.helpers import (
-    config_validation as cv,
-    device_registry as dr,
-    entity_registry as er,
-)
+from homeassistant.helpers import config_validation as cv, entity_registry as er
 from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 
@@ -47,16 +42,16 @@ TRIGGER_SCHEMA = DEVICE_TRIGGER_BASE_SCHEMA.extend(
 
 
 async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[str, str]]:
-    """List a start and an end trigger for each event the device's listener announces."""
-    device = dr.async_get(hass).async_get(device_id)
-    if device is None:
-        return []
+    """List a start and an end trigger for each event the device's listener announces.
+
+    The loaded listeners are asked for the device, not the device for its entries: Home
+    Assistant 2026 deprecates a device's `config_entries`, and 2025.4 lacks its successor.
+    """
     triggers: list[dict[str, str]] = []
-    for entry_id in device.config_entries:
-        entry = hass.config_entries.async_get_entry(entry_id)
-        if entry is None or entry.domain != DOMAIN or entry.state is not ConfigEntryState.LOADED:
-            continue
+    for entry in hass.config_entries.async_loaded_entries(DOMAIN):
         listener: SatAudioListener = entry.runtime_data
+        if listener.device_id != device_id:
+            continue
         for key in listener.events:
             base = {
                 CONF_PLATFORM: "device",

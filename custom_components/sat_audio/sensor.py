@@ -65,6 +65,9 @@ SENSORS: tuple[SatAudioSensorEntityDescription, ...] = (
     SatAudioSensorEntityDescription(
         key="top_sound",
         translation_key="top_sound",
+        # Like the level, it changes with every chunk: the logbook would be a list of its
+        # changes, and the recorder fills. For those who turn it (and the listener's scores) on.
+        entity_registry_enabled_default=False,
         value_fn=_top_label,
     ),
     SatAudioSensorEntityDescription(
@@ -73,6 +76,7 @@ SENSORS: tuple[SatAudioSensorEntityDescription, ...] = (
         native_unit_of_measurement=PERCENTAGE,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=0,
+        entity_registry_enabled_default=False,
         value_fn=_top_score,
     ),
     SatAudioSensorEntityDescription(
@@ -82,7 +86,6 @@ SENSORS: tuple[SatAudioSensorEntityDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=1,
         entity_category=EntityCategory.DIAGNOSTIC,
-        # It changes every chunk: recorded only for those who turn it on.
         entity_registry_enabled_default=False,
         value_fn=lambda listener: listener.scores.level_dbfs if listener.scores else None,
     ),

@@ -198,17 +198,19 @@ async def test_sensors_from_scores(
     assert hass.states.get(LEVEL).state == STATE_UNKNOWN
 
 
-async def test_level_sensor_disabled_by_default(
+async def test_per_chunk_sensors_disabled_by_default(
     hass: HomeAssistant, setup_listener: MockConfigEntry, entity_registry: er.EntityRegistry
 ) -> None:
-    """The level changes every chunk: it is there, but off until turned on."""
-    entry = entity_registry.async_get(LEVEL)
-    assert entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION
-    assert hass.states.get(LEVEL) is None
+    """Top sound, its score and the level change every chunk: there, but off until turned on."""
+    for entity_id in (TOP, TOP_SCORE, LEVEL):
+        entry = entity_registry.async_get(entity_id)
+        assert entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION
+        assert hass.states.get(entity_id) is None
 
 
 async def test_availability_follows_status(
     hass: HomeAssistant,
+    entity_registry_enabled_by_default: None,
     setup_listener: MockConfigEntry,
     send: Send,
     caplog: pytest.LogCaptureFixture,
@@ -337,6 +339,7 @@ async def test_retained_states_before_info_are_kept(
 
 async def test_unknown_protocol_version_warns_once(
     hass: HomeAssistant,
+    entity_registry_enabled_by_default: None,
     setup_listener: MockConfigEntry,
     send: Send,
     caplog: pytest.LogCaptureFixture,
