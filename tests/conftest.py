@@ -8,6 +8,15 @@ import soundfile as sf
 from tests.broker import Broker, Certs, make_certs
 from tests.checkpoints import random_model, save_upstream, upstream_name
 
+LARGER_VARIANTS = ("SAT_S", "SAT_B", "audiotransformer_base")
+"""Models 4 to 30 times SAT_T's work: the fast tier checks the same code on SAT_T alone."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(name in item.name for name in LARGER_VARIANTS):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

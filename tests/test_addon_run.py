@@ -33,6 +33,8 @@ from tests.pulse import PulseServer
 from tests.test_addon_mode import DEFAULTS, TOKEN, FakeSupervisor, write_options
 from tests.waiting import PATIENCE_S, wait_until
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "pw${HOME}x"  # the Mosquitto add-on's generated passwords could hold anything
 

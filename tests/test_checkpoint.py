@@ -19,6 +19,8 @@ from sat_audio.model.registry import ModelSpec, model_dir, registry
 from sat_audio.model.sat import build_model
 from tests.checkpoints import random_model, save_upstream, upstream_name
 
+pytestmark = pytest.mark.slow
+
 WAVE = torch.randn(1, 32000, generator=torch.Generator().manual_seed(0)) * 0.2
 
 

@@ -32,6 +32,8 @@ from tests.checkpoints import (
 )
 from tests.waiting import PATIENCE_S
 
+pytestmark = pytest.mark.slow
+
 LINE = re.compile(r"^\[(\d+\.\d+)s\]-\[(\d+\.\d+)s\] Topk-(\d) (.{30}) (\d\.\d{4})$")
 
 

@@ -14,6 +14,8 @@ from sat_audio.errors import SatAudioError
 from sat_audio.model.shapes import State
 from tests.checkpoints import random_model
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:

@@ -9,6 +9,8 @@ from sat_audio.errors import SatAudioError
 from sat_audio.model.fast import FastPiece, TorchScorer
 from tests.checkpoints import random_model
 
+pytestmark = pytest.mark.slow
+
 TOLERANCE = 1e-5
 
 

@@ -28,6 +28,8 @@ from sat_audio.model.registry import get_spec, registry
 from tests.checkpoints import random_model
 from tests.waiting import PATIENCE_S
 
+pytestmark = pytest.mark.slow
+
 SEED = 21
 """Not among the seeds the bounds were measured on (1, 7, 11), nor the other tests'."""
 

@@ -24,6 +24,8 @@ from tests.broker import Broker, Certs, Subscriber
 from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
 from tests.waiting import PATIENCE_S, deadline
 
+pytestmark = pytest.mark.slow
+
 RATE = 16000
 ID = "e2e"
 BASE = f"sat_audio/{ID}"

@@ -27,6 +27,8 @@ from sat_audio.sources.base import Source, State
 from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.slow
+
 
 class ScriptedSource(Source):
     """Loud 0.1 s blocks in real time; its health follows `script` (seconds -> state)."""

@@ -6,6 +6,8 @@ import torch
 from sat_audio.model.registry import get_spec, registry
 from sat_audio.model.sat import build_model
 
+pytestmark = pytest.mark.slow
+
 # (D, pooling, time columns of time_pos_embed, memory tokens), from the design brief.
 VARIANTS = {
     "SAT_T_2s": (192, "mean", 24, 48),

@@ -45,6 +45,8 @@ from tests.checkpoints import (
 from tests.test_listener import file_source, make_wav, write_config
 from tests.waiting import PATIENCE_S
 
+pytestmark = pytest.mark.slow
+
 TOLERANCE = 1e-4
 INT8_TOLERANCE = 0.02
 """model.precision int8 against float32: random_exported's model moves by up to 0.011."""

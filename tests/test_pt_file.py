@@ -22,6 +22,8 @@ from sat_audio.model.pt_file import read_pt
 from sat_audio.model.registry import registry
 from tests.checkpoints import random_model, save_upstream, upstream_name, without_torch
 
+pytestmark = pytest.mark.slow
+
 
 def assert_same_arrays(ours: object, theirs: object) -> None:
     """ours (numpy) holds what theirs (torch.load's) holds, in the same containers and order."""

@@ -16,6 +16,8 @@ from sat_audio.publish.protocol import Topics, discovery_configs, transition_pay
 from tests.broker import Broker, Subscriber
 from tests.waiting import PATIENCE_S, returns, wait_until
 
+pytestmark = pytest.mark.slow
+
 TOPICS = Topics("sat_audio", "test")
 
 

@@ -18,7 +18,7 @@ from sat_audio.model.registry import get_spec
 from tests.broker import Broker, Subscriber, free_port
 from tests.waiting import PATIENCE_S
 
-pytestmark = pytest.mark.timeout(2 * PATIENCE_S)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * PATIENCE_S)]
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "S3cret-cam-4417"

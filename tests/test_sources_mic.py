@@ -17,7 +17,7 @@ from sat_audio.sources.mic import MicSource
 from tests.pulse import PulseServer, Reports
 from tests.waiting import PATIENCE_S
 
-pytestmark = pytest.mark.timeout(2 * PATIENCE_S)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * PATIENCE_S)]
 
 
 @pytest.fixture
