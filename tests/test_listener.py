@@ -138,6 +138,17 @@ class Run:
             self.proc.wait()
 
 
+def looping_listener(
+    tmp_path: Path, broker: Broker, checkpoint: Path, pattern: str, topic: str = f"{BASE}/#"
+) -> tuple[Subscriber, Run]:
+    """A subscriber to topic, then a listener on a live, looping recording of pattern."""
+    wav = make_wav(tmp_path / "live.wav", pattern)
+    config = write_config(
+        tmp_path, checkpoint, [file_source(wav, realtime=True, loop=True)], mqtt_section(broker)
+    )
+    return Subscriber(broker, (topic,)).start(), Run(tmp_path, config)
+
+
 def mqtt_section(broker: Broker, **kw) -> dict:
     return {"host": broker.host, "port": broker.port, **kw}
 
@@ -345,15 +356,7 @@ def test_password_never_logged_when_refused(tmp_path: Path, bark_checkpoint: Pat
 def test_privacy_switch_pauses_analysis_and_is_retained(
     tmp_path: Path, broker: Broker, bark_checkpoint: Path
 ) -> None:
-    wav = make_wav(tmp_path / "loud.wav", "XXXX")
-    config = write_config(
-        tmp_path,
-        bark_checkpoint,
-        [file_source(wav, realtime=True, loop=True)],
-        mqtt_section(broker),
-    )
-    sub = Subscriber(broker, (f"{BASE}/#",)).start()
-    run = Run(tmp_path, config)
+    sub, run = looping_listener(tmp_path, broker, bark_checkpoint, "XXXX")
     try:
         sub.wait_text(STATE, "ON")
         sub.client.publish(f"{BASE}/listening/set", "off", qos=1)
@@ -387,15 +390,7 @@ def test_privacy_switch_pauses_analysis_and_is_retained(
 def test_signal_ends_open_events_goes_offline_and_exits_zero(
     tmp_path: Path, broker: Broker, bark_checkpoint: Path, sig: signal.Signals
 ) -> None:
-    wav = make_wav(tmp_path / "loud.wav", "XXXX")
-    config = write_config(
-        tmp_path,
-        bark_checkpoint,
-        [file_source(wav, realtime=True, loop=True)],
-        mqtt_section(broker),
-    )
-    sub = Subscriber(broker, (f"{BASE}/#",)).start()
-    run = Run(tmp_path, config)
+    sub, run = looping_listener(tmp_path, broker, bark_checkpoint, "XXXX")
     try:
         sub.wait_text(STATE, "ON")
         run.signal(sig)
@@ -423,15 +418,7 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path: Path, bark_checkpoint:
 def test_crash_leaves_offline_to_the_last_will(
     tmp_path: Path, broker: Broker, bark_checkpoint: Path
 ) -> None:
-    wav = make_wav(tmp_path / "w.wav", "____")
-    config = write_config(
-        tmp_path,
-        bark_checkpoint,
-        [file_source(wav, realtime=True, loop=True)],
-        mqtt_section(broker),
-    )
-    sub = Subscriber(broker, (f"{BASE}/status",)).start()
-    run = Run(tmp_path, config)
+    sub, run = looping_listener(tmp_path, broker, bark_checkpoint, "____", f"{BASE}/status")
     try:
         sub.wait_text(f"{BASE}/status", "online")
         run.signal(signal.SIGKILL)
@@ -560,15 +547,7 @@ def test_a_flood_of_switch_commands_is_coalesced(
     re-published at most every few seconds, not once per command. (All QoS 1, since MQTT keeps
     the order only within one QoS, and fewer than the 1000 a broker queues for a client by
     default, so that none is dropped there.)"""
-    wav = make_wav(tmp_path / "quiet.wav", "____")
-    config = write_config(
-        tmp_path,
-        bark_checkpoint,
-        [file_source(wav, realtime=True, loop=True)],
-        mqtt_section(broker),
-    )
-    sub = Subscriber(broker, (f"{BASE}/#",)).start()
-    run = Run(tmp_path, config)
+    sub, run = looping_listener(tmp_path, broker, bark_checkpoint, "____")
     try:
         sub.wait_for(lambda: sub.on(f"{BASE}/info"), "the first info")
         before = len(sub.on(f"{BASE}/info"))
