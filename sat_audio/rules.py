@@ -73,6 +73,11 @@ class Smoother:
         return value
 
 
+def _secs(seconds: float) -> str:
+    """Seconds for a sentence: 2, 2.5 (one decimal at most)."""
+    return f"{round(seconds, 1):g}"
+
+
 class Phase(Enum):
     IDLE = "idle"
     PENDING = "pending"  # above on, waiting for min_duration_s
@@ -99,12 +104,13 @@ class EventRule:
         self.prev_end: float | None = None
         self.score = 0.0
         self.label = cfg.labels[0]
+        self.gated = False  # the last chunk was below the volume gate
 
     def update(self, chunk: ChunkResult) -> Transition | None:
         raw = np.asarray(chunk.scores)[self.indices]
         self.label = self.cfg.labels[int(raw.argmax())]
         self.score = self.smoother(combine(raw, self.cfg.combine))
-        gated = self.gate is not None and chunk.level_dbfs < self.gate
+        self.gated = gated = self.gate is not None and chunk.level_dbfs < self.gate
         above_on = not gated and self.score >= self.cfg.on_threshold
         below_off = gated or self.score < self.cfg.off_threshold
         gap = self.prev_end is not None and chunk.start_s > self.prev_end + EPS
@@ -131,6 +137,27 @@ class EventRule:
             if chunk.end_s - self.since + EPS >= self.cfg.min_duration_s:
                 return self._start(chunk.end_s)
         return None
+
+    def describe(self, listening: bool = True) -> str:
+        """The rule's state after the last chunk, in words: why it has or has not fired."""
+        if not listening:
+            return "paused"
+        now = self.prev_end
+        if now is None:
+            return "waiting for audio"
+        if self.phase is Phase.ACTIVE:
+            if self.below_since is None:
+                return "on"
+            return f"on, holding {_secs(now - self.below_since)} of {_secs(self.cfg.hold_s)} s"
+        if self.phase is Phase.PENDING:
+            return f"above for {_secs(now - self.since)} of {_secs(self.cfg.min_duration_s)} s"
+        if self.gated:
+            return "below the volume gate"
+        if now + EPS < self.cooldown_until:
+            return f"cooldown {_secs(self.cooldown_until - now)} s left"
+        if self.score >= self.cfg.on_threshold:
+            return "cooldown just ended"  # this chunk began inside it; the next one counts
+        return "below on threshold"
 
     def _start(self, now: float) -> Transition:
         self.phase = Phase.ACTIVE
@@ -197,6 +224,11 @@ class Detector:
     def close(self, at_s: float | None = None) -> list[Transition]:
         """End every open event (shutdown, end of file); `at_s` = stream time it stops."""
         return [t for rule in self._rules if (t := rule.close(at_s)) is not None]
+
+    @property
+    def rules(self) -> list[EventRule]:
+        """The events' state machines, in the configured order (the live view reads them)."""
+        return self._rules
 
     def active(self) -> set[str]:
         """Keys of the events now on."""
