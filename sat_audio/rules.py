@@ -109,33 +109,41 @@ class EventRule:
     def update(self, chunk: ChunkResult) -> Transition | None:
         raw = np.asarray(chunk.scores)[self.indices]
         self.label = self.cfg.labels[int(raw.argmax())]
-        self.score = self.smoother(combine(raw, self.cfg.combine))
-        self.gated = gated = self.gate is not None and chunk.level_dbfs < self.gate
-        above_on = not gated and self.score >= self.cfg.on_threshold
-        below_off = gated or self.score < self.cfg.off_threshold
-        gap = self.prev_end is not None and chunk.start_s > self.prev_end + EPS
-        self.prev_end = chunk.end_s
+        score = self.smoother(combine(raw, self.cfg.combine))
+        return self.advance(score, chunk.start_s, chunk.end_s, chunk.level_dbfs)
+
+    def advance(
+        self, score: float, start_s: float, end_s: float, level_dbfs: float
+    ) -> Transition | None:
+        """The state machine on one chunk's combined, smoothed score (calibration replays a
+        stored series through it with other thresholds)."""
+        self.score = score
+        self.gated = gated = self.gate is not None and level_dbfs < self.gate
+        above_on = not gated and score >= self.cfg.on_threshold
+        below_off = gated or score < self.cfg.off_threshold
+        gap = self.prev_end is not None and start_s > self.prev_end + EPS
+        self.prev_end = end_s
 
         if self.phase is Phase.ACTIVE:
             if not below_off:
                 self.peak = max(self.peak, self.score)
-                self.above_off_until = chunk.end_s
+                self.above_off_until = end_s
                 self.below_since = None
                 return None
             if self.below_since is None:
-                self.below_since = chunk.start_s
-            if chunk.end_s - self.below_since + EPS >= self.cfg.hold_s:
+                self.below_since = start_s
+            if end_s - self.below_since + EPS >= self.cfg.hold_s:
                 return self._end(self.above_off_until)
             return None
 
         if self.phase is Phase.PENDING and (not above_on or gap):
             self.phase = Phase.IDLE
-        if above_on and chunk.start_s + EPS >= self.cooldown_until:
+        if above_on and start_s + EPS >= self.cooldown_until:
             if self.phase is Phase.IDLE:
-                self.phase, self.since, self.peak = Phase.PENDING, chunk.start_s, self.score
+                self.phase, self.since, self.peak = Phase.PENDING, start_s, self.score
             self.peak = max(self.peak, self.score)
-            if chunk.end_s - self.since + EPS >= self.cfg.min_duration_s:
-                return self._start(chunk.end_s)
+            if end_s - self.since + EPS >= self.cfg.min_duration_s:
+                return self._start(end_s)
         return None
 
     def describe(self, listening: bool = True) -> str:
