@@ -7,6 +7,6 @@ SAMPLE_RATE = 16000
 
 PRECISIONS = ("float32", "int8")
 """model.precision: float32 on either backend, int8 on onnx only (model/onnx_int8.py); here, not
-in config.py, so the command line can offer them without importing the config's parser."""
+in sat_audio.config, so the command line can offer them without importing the config's parser."""
 BACKENDS = ("torch", "onnx")
 """model.backend, and `sat-audio tag --backend`: here for the same reason as PRECISIONS."""

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sat_audio import PRECISIONS, __version__
-from sat_audio.config import BACKENDS, Config, ConfigError, ModelConfig, parse_config, to_dict
+from sat_audio import BACKENDS, PRECISIONS, __version__
+from sat_audio.config import Config, ConfigError, ModelConfig, parse_config, to_dict
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import all_labels, find
 from sat_audio.model.registry import registry
