@@ -18,8 +18,8 @@ import numpy as np
 import yaml
 
 from sat_audio import SAMPLE_RATE
-from sat_audio.config import EventConfig
-from sat_audio.engine import ChunkResult, Engine
+from sat_audio.config import Config, EventConfig
+from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.errors import SatAudioError
 from sat_audio.rules import EventRule, Smoother, combine
 
@@ -317,21 +317,14 @@ def read_blocks(path: Path, seconds: float = BLOCK_S) -> Iterator[np.ndarray]:
             yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
-def frames_of(path: Path) -> int:
-    """A recording's length in 16 kHz samples, for progress; 0 if unknown."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        return 0
-    return int(info.frames * SAMPLE_RATE / info.samplerate) if info.samplerate else 0
-
-
 def score_recording(
-    engine: Engine, path: Path, events: Sequence[EventConfig], progress: object = None
+    engine: Engine,
+    path: Path,
+    events: Sequence[EventConfig],
+    progress: Callable[[float], object] | None = None,
 ) -> Series:
-    """Run the model over one recording from a fresh memory, as detect and a new source do."""
+    """Run the model over one recording from a fresh memory, as detect and a new source do;
+    progress is told the seconds of audio read."""
     engine.reset()
     builder = SeriesBuilder(events)
     for block in read_blocks(path):
@@ -339,10 +332,95 @@ def score_recording(
         for chunk in engine.drain():
             builder.add(chunk)
         if progress is not None:
-            progress.update(block.size)  # type: ignore[attr-defined]
+            progress(block.size / SAMPLE_RATE)
     for chunk in engine.flush("default"):
         builder.add(chunk)
+    if not len(builder):
+        raise SatAudioError(f"{path}: too short to score (a chunk needs at least 0.16 s)")
     return builder.build()
+
+
+def _check_audio(path: Path) -> float:
+    """A readable audio file's length in seconds, else one line saying what is wrong; checked
+    before the model loads, so a typo in the last name fails at once."""
+    import soundfile as sf
+
+    if not path.is_file():
+        raise SatAudioError(f"{path}: no such file")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise SatAudioError(f"{path}: not a readable audio file ({err})") from None
+    if info.frames == 0:
+        raise SatAudioError(f"{path}: contains no audio")
+    return float(info.frames / info.samplerate)
+
+
+def calibrate_files(
+    config: Config,
+    recordings: Sequence[Path],
+    positives: Sequence[Path] = (),
+    *,
+    per_day: float = 1.0,
+    step: float = 0.01,
+    keep_off: str = "ratio",
+    progress: bool = False,
+) -> list[EventReport]:
+    """The configured model over each recording (each its own stream), then calibrate_series;
+    positive clips are scored the same way, one stream each."""
+    if not config.detection.events:
+        raise SatAudioError("the configuration has no events under detection.events to calibrate")
+    events = [e for e in config.detection.events if scored(e)]
+    if not events:
+        raise SatAudioError(
+            "no event of the configuration is scored by labels; loud events are not calibrated"
+        )
+    if per_day <= 0:
+        raise SatAudioError(f"the false alarms a day must be above 0, got {per_day:g}")
+    grid(step)  # a bad step fails before the model runs
+    seconds = sum(_check_audio(path) for path in recordings)
+    for path in positives:
+        _check_audio(path)
+    scorer = load_scorer(config.model)
+    engine = Engine(scorer, config.model.chunk_seconds or scorer.spec.chunk_s)
+    from tqdm import tqdm
+
+    with tqdm(
+        total=round(seconds),
+        unit="s",
+        desc="audio",
+        leave=False,
+        disable=None if progress and seconds > 600 else True,
+    ) as bar:
+        series = [score_recording(engine, path, events, bar.update) for path in recordings]
+    names = [path.name for path in positives]
+    clips = {
+        name if names.count(name) == 1 else str(path): score_recording(engine, path, events)
+        for name, path in zip(names, positives, strict=True)
+    }
+    return calibrate_series(
+        series,
+        events,
+        config.detection.min_level_dbfs,
+        per_day=per_day,
+        step=step,
+        keep_off=keep_off,
+        positives=clips,
+    )
+
+
+def as_json(reports: Sequence[EventReport], per_day: float) -> str:
+    """One JSON document: the audio analysed, the target rate and each event's report."""
+    import json
+
+    return json.dumps(
+        {
+            "audio_s": reports[0].audio_s if reports else 0.0,
+            "per_day_target": per_day,
+            "events": [dataclasses.asdict(r) for r in reports],
+        },
+        allow_nan=False,
+    )
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -354,16 +432,18 @@ def format_table(reports: Sequence[EventReport], per_day: float) -> str:
     if not reports:
         return "no events scored by labels to calibrate"
     hours = reports[0].audio_s / 3600
-    head = (
-        f"{hours:.2f} h of audio; starts are false alarms, counted per day by extrapolating "
-        f"from these {hours:.2f} h; suggested = lowest on_threshold giving at most "
-        f"{per_day:g} a day"
-    )
+    head = [
+        f"{hours:.2f} h of audio. Starts are false alarms: counts per day extrapolate from these "
+        f"{hours:.2f} h.",
+        f"Suggested: the lowest on_threshold giving at most {per_day:g} start(s) a day, there "
+        "and at every step above it.",
+        "Scores are as the thresholds see them: combined and smoothed.",
+    ]
     names = [name for name, _ in PERCENTILES]
     width = max(5, *(len(r.key) for r in reports))
     cols = "  ".join(f"{n:>6}" for n in names)
     lines = [
-        head,
+        *head,
         "",
         f"{'event':<{width}}  {cols}  {'on':>6} {'off':>6} {'starts':>6} {'/day':>7}"
         f"  {'sugg.on':>7} {'off':>6} {'/day':>7}  off follows on by",
@@ -402,8 +482,9 @@ def yaml_snippet(reports: Sequence[EventReport]) -> str:
     }
     if not events:
         return "# no thresholds to suggest\n"
-    follows = "; ".join(f"{r.key}: {r.keep_off}" for r in reports if r.key in events)
+    follows = ", ".join(f"{r.key} {r.keep_off}" for r in reports if r.key in events)
     return (
-        "# paste into the configuration, beside each event's labels; off_threshold keeps its "
-        f"{follows}\n" + yaml.safe_dump({"detection": {"events": events}}, sort_keys=False)
+        "# suggested thresholds: paste into the configuration, beside each event's labels\n"
+        f"# off_threshold follows on_threshold by {follows}\n"
+        + yaml.safe_dump({"detection": {"events": events}}, sort_keys=False)
     )

@@ -232,6 +232,28 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sat_audio.calibrate import as_json, calibrate_files, format_table, yaml_snippet
+    from sat_audio.config import load_config
+
+    reports = calibrate_files(
+        load_config(args.config),
+        args.recordings,
+        args.positive or [],
+        per_day=args.per_day,
+        step=args.step,
+        keep_off=args.keep_off,
+        progress=not args.json,
+    )
+    if args.json:
+        print(as_json(reports, args.per_day))
+    else:
+        print(format_table(reports, args.per_day))
+        print()
+        print(yaml_snippet(reports), end="")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sat_audio.config import load_config
     from sat_audio.listener import serve
@@ -417,6 +439,52 @@ def build_parser() -> argparse.ArgumentParser:
         "config's model.variant, unless -m is given)",
     )
     detect.add_argument("--json", action="store_true", help="one JSON object per transition")
+
+    calibrate = add(
+        "calibrate",
+        cmd_calibrate,
+        "Replay every event's rules over recordings of the room's ordinary life: score "
+        "percentiles, false alarms a day, and the lowest on_threshold giving at most --per-day.",
+    )
+    calibrate.add_argument(
+        "recordings",
+        nargs="+",
+        type=Path,
+        metavar="RECORDING",
+        help="hours of the room without the target sounds (wav, flac or ogg; any sample rate)",
+    )
+    calibrate.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default: $SAT_AUDIO_CONFIG, ./config.yaml, built-in defaults)",
+    )
+    calibrate.add_argument(
+        "--positive",
+        nargs="+",
+        action="extend",
+        type=Path,
+        metavar="CLIP",
+        help="clips of the target sounds: each one's peak score and margin to the suggestion",
+    )
+    calibrate.add_argument(
+        "--per-day",
+        type=_positive_float,
+        default=1.0,
+        help="false alarms a day the suggested thresholds may give",
+    )
+    calibrate.add_argument(
+        "--step", type=_positive_float, default=0.01, help="spacing of the thresholds tried"
+    )
+    calibrate.add_argument(
+        "--keep-off",
+        choices=["ratio", "distance"],
+        default="ratio",
+        help="off_threshold follows a new on_threshold keeping the configured off/on ratio, or "
+        "on - off distance",
+    )
+    calibrate.add_argument("--json", action="store_true", help="one JSON document")
 
     run = add(
         "run",

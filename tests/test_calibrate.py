@@ -200,6 +200,6 @@ def test_empty_series_is_one_line():
 def test_table_lists_every_event(four_days: list[ChunkResult]):
     reports: list[EventReport] = calibrate_series(Series.from_chunks(four_days, EVENTS), EVENTS)
     table = format_table(reports, 1.0)
-    assert "96.00 h of audio" in table and "extrapolating" in table
+    assert "96.00 h of audio" in table and "extrapolate from these 96.00 h" in table
     for r in reports:
         assert any(line.startswith(r.key) for line in table.splitlines())
