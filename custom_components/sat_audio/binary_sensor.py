@@ -1,4 +1,4 @@
-"""One binary sensor per configured sound event: on while the listener hears it."""
+"""One binary sensor per configured event, on while the listener hears it, and one for any."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from homeassistant.components.binary_sensor import (  # type: ignore[attr-define
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .entity import SatAudioEventKeyEntity, track_events
+from .entity import SatAudioEntity, SatAudioEventKeyEntity, track_events
 from .listener import SatAudioConfigEntry, SatAudioListener, event_unique_id
 
 PARALLEL_UPDATES = 0
@@ -23,6 +23,11 @@ SOUND_EVENT = BinarySensorEntityDescription(
     translation_key="sound_event",
     device_class=BinarySensorDeviceClass.SOUND,
 )
+ANY_SOUND = BinarySensorEntityDescription(
+    key="any_sound",
+    translation_key="any_sound",
+    device_class=BinarySensorDeviceClass.SOUND,
+)
 
 
 async def async_setup_entry(
@@ -30,8 +35,33 @@ async def async_setup_entry(
     entry: SatAudioConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add a sensor for each event in the listener's info, now and whenever the info changes."""
+    """Add the any-sound sensor, and one for each event in the listener's info as it changes."""
+    listener = entry.runtime_data
+    async_add_entities(
+        [SatAudioAnySoundSensor(listener, ANY_SOUND, f"{listener.listener_id}-{ANY_SOUND.key}")]
+    )
     track_events(entry, async_add_entities, SatAudioEventBinarySensor)
+
+
+class SatAudioAnySoundSensor(SatAudioEntity, BinarySensorEntity):
+    """On while any of the listener's events is on; which ones, by name, as an attribute."""
+
+    @property
+    def is_on(self) -> bool | None:
+        """Return whether any event is going on."""
+        keys = self.listener.active_keys
+        return None if keys is None else bool(keys)
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """Return the names of the events on now (a key the info does not name, as it is)."""
+        events = self.listener.events
+        return {
+            "active_events": [
+                events[key].info.name if key in events else key
+                for key in self.listener.active_keys or ()
+            ]
+        }
 
 
 class SatAudioEventBinarySensor(SatAudioEventKeyEntity, BinarySensorEntity):
@@ -49,13 +79,21 @@ class SatAudioEventBinarySensor(SatAudioEventKeyEntity, BinarySensorEntity):
 
     @property
     def extra_state_attributes(self) -> dict[str, Any] | None:
-        """Return the top label, score, peak and start of the latest episode."""
+        """Return the latest episode: top label, score and peak (a loud event: levels in dBFS
+        and its thresholds), start, and its clip."""
         state = self.listener.events.get(self.key)
-        if state is None or state.last is None:
+        if state is None:
             return None
-        return {
-            "label": state.last.label,
-            "score": state.last.score,
-            "peak": state.last.peak,
-            "started": state.last.start,
-        }
+        attributes: dict[str, Any] = {}
+        last = state.last
+        if state.info.kind == "loud":
+            attributes = {"on_dbfs": state.info.on_dbfs, "off_dbfs": state.info.off_dbfs}
+            if last is not None:
+                attributes |= {"level_dbfs": last.score, "peak_dbfs": last.peak}
+        elif last is not None:
+            attributes = {"label": last.label, "score": last.score, "peak": last.peak}
+        if last is not None:
+            attributes["started"] = last.start
+        if state.last_clip is not None:
+            attributes["clip"] = state.last_clip.media_content_id
+        return attributes or None

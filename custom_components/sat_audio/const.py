@@ -20,6 +20,8 @@ MAX_DISCOVERY_FLOWS: Final = 5
 EVENT_SOUND: Final = f"{DOMAIN}_event"
 TRIGGER_STARTED: Final = "started"
 TRIGGER_ENDED: Final = "ended"
+# A clip of the episode is in the media folder (v2 listeners that keep clips).
+TRIGGER_CLIP: Final = "clip"
 
 # How long the manual and reconfigure steps wait for the listener's retained info message.
 INFO_WAIT_SECONDS: Final = 10.0

@@ -1,4 +1,5 @@
-"""Device triggers: "<event> started" and "<event> ended" for each event of a listener.
+"""Device triggers: "<event> started" and "<event> ended" for each event of a listener, and
+"<event> clip saved" for each event that keeps clips.
 
 The subtype is the event's key, which the automation matches on; each trigger also names the
 event's binary sensor, so the automation editor shows the event's name ("{entity_name}
@@ -25,12 +26,12 @@ from homeassistant.helpers import config_validation as cv, entity_registry as er
 from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 
-from .const import DOMAIN, EVENT_SOUND, TRIGGER_ENDED, TRIGGER_STARTED
+from .const import DOMAIN, EVENT_SOUND, TRIGGER_CLIP, TRIGGER_ENDED, TRIGGER_STARTED
 from .listener import SatAudioListener, event_unique_id
 from .protocol import SLUG_RE
 
 CONF_SUBTYPE = "subtype"
-TRIGGER_TYPES = (TRIGGER_STARTED, TRIGGER_ENDED)
+TRIGGER_TYPES = (TRIGGER_STARTED, TRIGGER_ENDED, TRIGGER_CLIP)
 
 TRIGGER_SCHEMA = DEVICE_TRIGGER_BASE_SCHEMA.extend(
     {
@@ -42,7 +43,8 @@ TRIGGER_SCHEMA = DEVICE_TRIGGER_BASE_SCHEMA.extend(
 
 
 async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[str, str]]:
-    """List a start and an end trigger for each event the device's listener announces.
+    """List start and end triggers for each event the device's listener announces (and clip
+    for those that keep clips).
 
     The loaded listeners are asked for the device, not the device for its entries: Home
     Assistant 2026 deprecates a device's `config_entries`, and 2025.4 lacks its successor.
@@ -52,7 +54,7 @@ async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[s
         listener: SatAudioListener = entry.runtime_data
         if listener.device_id != device_id:
             continue
-        for key in listener.events:
+        for key, state in listener.events.items():
             base = {
                 CONF_PLATFORM: "device",
                 CONF_DOMAIN: DOMAIN,
@@ -61,7 +63,8 @@ async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[s
             }
             if sensor := _sensor_registry_id(hass, listener, key):
                 base[CONF_ENTITY_ID] = sensor
-            triggers.extend(base | {CONF_TYPE: trigger} for trigger in TRIGGER_TYPES)
+            types = TRIGGER_TYPES if state.info.clip else (TRIGGER_STARTED, TRIGGER_ENDED)
+            triggers.extend(base | {CONF_TYPE: trigger} for trigger in types)
     return triggers
 
 

@@ -11,7 +11,17 @@ from .const import CONF_LISTENER_ID
 from .listener import SatAudioConfigEntry
 
 # Names people give listeners, sources and rooms can say who lives where.
-TO_REDACT = {CONF_LISTENER_ID, "base_topic", "id", "name", "title", "unique_id"}
+TO_REDACT = {
+    CONF_LISTENER_ID,
+    "base_topic",
+    "id",
+    "name",
+    "title",
+    "unique_id",
+    # A clip's paths name the listener.
+    "media_content_id",
+    "url",
+}
 
 
 async def async_get_config_entry_diagnostics(

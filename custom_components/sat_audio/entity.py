@@ -10,7 +10,7 @@ from homeassistant.helpers.entity import Entity, EntityDescription
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import DOMAIN
-from .listener import SatAudioConfigEntry, SatAudioListener
+from .listener import EventState, SatAudioConfigEntry, SatAudioListener
 
 
 class SatAudioEntity(Entity):
@@ -56,13 +56,17 @@ class SatAudioEventKeyEntity(SatAudioEntity):
         """Take the event's name from the listener's info."""
         super().__init__(listener, description, unique_id)
         self.key = key
-        self._attr_name = listener.events[key].info.name
+        self._set_name(listener.events[key].info.name)
+
+    def _set_name(self, name: str) -> None:
+        """Name the entity after its event (an entity with a translated name overrides this)."""
+        self._attr_name = name
 
     @callback
     def _handle_update(self) -> None:
         # track_events removes the entity when its event goes; until then, keep up.
         if state := self.listener.events.get(self.key):
-            self._attr_name = state.info.name
+            self._set_name(state.info.name)
             super()._handle_update()
 
 
@@ -70,8 +74,9 @@ def track_events[T: SatAudioEventKeyEntity](
     entry: SatAudioConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
     make: Callable[[SatAudioListener, str], T],
+    wanted: Callable[[EventState], bool] = lambda _: True,
 ) -> None:
-    """Keep one entity per event of the listener's info, now and whenever the info changes.
+    """Keep one entity per (wanted) event of the listener's info, now and as the info changes.
 
     An event that leaves the info takes its entity away without deleting its registry entry:
     Home Assistant shows it unavailable, names and areas kept, until the user deletes it or
@@ -82,11 +87,12 @@ def track_events[T: SatAudioEventKeyEntity](
 
     @callback
     def follow_info() -> None:
-        for key in live.keys() - listener.events.keys():
+        keys = [key for key, state in listener.events.items() if wanted(state)]
+        for key in live.keys() - set(keys):
             # An entity the user disabled was never added, and has nothing to remove.
             if (gone := live.pop(key)).hass is not None:
                 entry.async_create_task(listener.hass, gone.async_remove())
-        new = [make(listener, key) for key in listener.events if key not in live]
+        new = [make(listener, key) for key in keys if key not in live]
         live.update((entity.key, entity) for entity in new)
         async_add_entities(new)
 

@@ -20,6 +20,7 @@ from homeassistant.helpers import (
 )
 from homeassistant.helpers.event import async_call_later
 
+from .clips import DEFAULT_RETENTION, MediaFolder, media_folder, write_clip
 from .const import (
     CONF_LISTENER_ID,
     CONF_TOPIC_PREFIX,
@@ -30,10 +31,13 @@ from .const import (
     ISSUE_SOURCE_FAILED,
     MANUFACTURER,
     OFFLINE_ISSUE_AFTER,
+    TRIGGER_CLIP,
     TRIGGER_ENDED,
     TRIGGER_STARTED,
 )
 from .protocol import (
+    Active,
+    Clip,
     Dropped,
     EventInfo,
     Kind,
@@ -42,7 +46,9 @@ from .protocol import (
     Transition,
     classify,
     command_topic,
+    event_enabled_command_topic,
     parse,
+    parse_clip,
     topic_base,
 )
 
@@ -52,6 +58,9 @@ _LOGGER = logging.getLogger(__name__)
 SEEN_TRANSITIONS = 256
 # Retained ON/OFF states may arrive before the info that names their events; kept until it does.
 EARLY_STATES = 128
+# Clip names remembered to skip QoS 1 redeliveries, and transitions' clip names to find the
+# episode a clip belongs to.
+SEEN_CLIPS = 64
 
 type SatAudioConfigEntry = ConfigEntry[SatAudioListener]
 
@@ -66,6 +75,11 @@ def event_entity_unique_id(listener_id: str, key: str) -> str:
     return f"{listener_id}-sound-{key}"
 
 
+def enabled_unique_id(listener_id: str, key: str) -> str:
+    """Return the unique id of an event's detection switch."""
+    return f"{listener_id}-enabled-{key}"
+
+
 def trigger_name(transition_type: str) -> str:
     """Map a protocol transition type to its device trigger type."""
     return TRIGGER_STARTED if transition_type == "start" else TRIGGER_ENDED
@@ -78,6 +92,34 @@ class EventState:
     info: EventInfo
     on: bool | None = None
     last: Transition | None = None
+    # The listener's report on event/<key>/enabled (v2); None until one arrives.
+    enabled_report: bool | None = None
+    last_clip: SavedClip | None = None
+
+    @property
+    def enabled(self) -> bool | None:
+        """Whether the listener detects the event: its report, else what its info said."""
+        return self.enabled_report if self.enabled_report is not None else self.info.enabled
+
+
+@dataclass(frozen=True, slots=True)
+class SavedClip:
+    """A clip written to the media folder, and how to reach it."""
+
+    name: str
+    event: str
+    episode: str
+    media_content_id: str
+    url: str
+
+    def data(self) -> dict[str, str]:
+        """Return it as event data: what an automation needs to attach or play it."""
+        return {
+            "clip": self.name,
+            "episode": self.episode,
+            "media_content_id": self.media_content_id,
+            "url": self.url,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +128,7 @@ class Detection:
 
     start: datetime
     name: str
-    label: str
+    label: str | None
 
 
 class SatAudioListener:
@@ -111,18 +153,24 @@ class SatAudioListener:
         self.online: bool | None = None
         self.listening_state: bool | None = None
         self.events: dict[str, EventState] = {}
+        # The keys of the events on now, from the v2 `active` topic; None from a v1 listener.
+        self.active: tuple[str, ...] | None = None
         self.scores: Scores | None = None
         self.last_detection: Detection | None = None
         self.device_id = ""
         self.dropped = 0
         self._early_states: dict[str, bool] = {}
+        self._early_enabled: dict[str, bool] = {}
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._seen_clips: OrderedDict[str, None] = OrderedDict()
+        self._clip_episodes: OrderedDict[str, str] = OrderedDict()
         self._unknown_version: int | None = None
         self._info_warned = False
         self._offline_timer: CALLBACK_TYPE | None = None
         self._update_callbacks: list[CALLBACK_TYPE] = []
         self._info_callbacks: list[CALLBACK_TYPE] = []
         self._transition_callbacks: list[Callable[[Transition], None]] = []
+        self._clip_callbacks: list[Callable[[SavedClip], None]] = []
 
     @property
     def listening(self) -> bool | None:
@@ -130,6 +178,20 @@ class SatAudioListener:
         if self.listening_state is not None:
             return self.listening_state
         return self.info.listening if self.info else None
+
+    @property
+    def active_keys(self) -> tuple[str, ...] | None:
+        """The events on now: the `active` topic, else (v1) the events whose state is on."""
+        if self.active is not None:
+            return self.active
+        states = [state.on for state in self.events.values()]
+        if all(on is None for on in states):
+            return None
+        return tuple(key for key, state in self.events.items() if state.on)
+
+    def enabled_command_topic(self, key: str) -> str:
+        """Return the retained topic that switches an event on or off."""
+        return event_enabled_command_topic(self.base, key)
 
     async def async_start(self) -> None:
         """Create the device and subscribe to everything under the listener's topic."""
@@ -141,6 +203,8 @@ class SatAudioListener:
         )
         self.device_id = device.id
         self.entry.async_on_unload(self._stop)
+        # encoding=None: payloads arrive as bytes, which clip/<name> needs (and protocol.parse
+        # decodes the rest); this one subscription carries the clips too.
         self.entry.async_on_unload(
             await mqtt.async_subscribe(
                 self.hass, f"{self.base}/#", self._message_received, qos=1, encoding=None
@@ -183,9 +247,17 @@ class SatAudioListener:
         return _add(self._transition_callbacks, update)
 
     @callback
+    def async_add_clip_listener(self, update: Callable[[SavedClip], None]) -> CALLBACK_TYPE:
+        """Call `update` with each clip saved in the media folder; return the remover."""
+        return _add(self._clip_callbacks, update)
+
+    @callback
     def _message_received(self, msg: mqtt.ReceiveMessage) -> None:
         topic = classify(self.base, msg.topic)
         if topic.kind in ("command", "unknown"):
+            return
+        if topic.kind == "clip":
+            self._clip_received(topic.clip or "", msg.payload)
             return
         value = parse(topic.kind, msg.payload)
         if isinstance(value, Dropped):
@@ -204,6 +276,13 @@ class SatAudioListener:
             case "event_state", bool() if topic.event and len(self._early_states) < EARLY_STATES:
                 self._early_states[topic.event] = value
                 return
+            case "event_enabled", bool() if topic.event in self.events:
+                self.events[topic.event].enabled_report = value
+            case "event_enabled", bool() if topic.event and len(self._early_enabled) < EARLY_STATES:
+                self._early_enabled[topic.event] = value
+                return
+            case "active", Active():
+                self.active = value.events
             case "transition", Transition() if topic.event in self.events:
                 if value.event != topic.event:
                     self._drop(
@@ -315,7 +394,11 @@ class SatAudioListener:
                 key_state.info = event
             else:
                 self.events[event.key] = EventState(event, self._early_states.get(event.key))
+        for key, enabled in self._early_enabled.items():
+            if key_state := self.events.get(key):
+                key_state.enabled_report = enabled
         self._early_states.clear()
+        self._early_enabled.clear()
         dr.async_get(self.hass).async_update_device(
             self.device_id,
             name=info.name,
@@ -337,24 +420,94 @@ class SatAudioListener:
         state = self.events[transition.event]
         state.on = transition.type == "start"
         state.last = transition
+        if transition.clip:
+            _remember(self._clip_episodes, transition.clip, transition.id)
         if transition.type == "start":
             self.last_detection = Detection(transition.start, state.info.name, transition.label)
         for update in list(self._transition_callbacks):
             update(transition)
-        data = {
+        self._fire(
+            trigger_name(transition.type),
+            state.info.name,
+            transition.event,
+            transition_data(transition),
+        )
+        return True
+
+    def _clip_received(self, name: str, payload: bytes | bytearray | str) -> None:
+        """Check a clip, then save it in the background: the disk is not the event loop's."""
+        clip = parse_clip(name, payload)
+        if isinstance(clip, Dropped):
+            self.dropped += 1
+            _LOGGER.warning(
+                "Ignored a clip from SAT Audio listener %s: %s", self.listener_id, clip.reason
+            )
+            return
+        if clip.event not in self.events:
+            self._drop(f"{self.base}/clip/{name}", "clip", Dropped("its event is not configured"))
+            return
+        if clip.name in self._seen_clips:
+            _LOGGER.debug("Dropped a repeated clip %s", clip.name)
+            return
+        _remember(self._seen_clips, clip.name, None)
+        folder = media_folder(self.hass, self.listener_id)
+        if folder is None:
+            _LOGGER.warning(
+                "Ignored clip %s of SAT Audio listener %s: Home Assistant has no media folder",
+                clip.name,
+                self.listener_id,
+            )
+            return
+        self.entry.async_create_background_task(
+            self.hass, self._save_clip(clip, folder), f"{DOMAIN} clip {clip.name}"
+        )
+
+    async def _save_clip(self, clip: Clip, folder: MediaFolder) -> None:
+        retention = (self.info.clips if self.info else None) or DEFAULT_RETENTION
+        try:
+            written = await self.hass.async_add_executor_job(
+                write_clip, folder.path, clip, retention
+            )
+        except OSError as err:
+            _LOGGER.warning(
+                "Could not save clip %s of SAT Audio listener %s in %s: %s",
+                clip.name,
+                self.listener_id,
+                folder.path,
+                err,
+            )
+            return
+        if not written or (state := self.events.get(clip.event)) is None:
+            return
+        saved = SavedClip(
+            clip.name,
+            clip.event,
+            self._clip_episodes.get(clip.name, clip.episode),
+            folder.media_content_id(clip.name),
+            folder.url(clip.name),
+        )
+        state.last_clip = saved
+        for clip_saved in list(self._clip_callbacks):
+            clip_saved(saved)
+        self._fire(TRIGGER_CLIP, state.info.name, clip.event, saved.data())
+        for update in list(self._update_callbacks):
+            update()
+
+    def _fire(self, trigger: str, name: str, key: str, data: dict[str, Any]) -> None:
+        """Fire the bus event that device triggers and the logbook read."""
+        event = {
             CONF_DEVICE_ID: self.device_id,
-            CONF_TYPE: trigger_name(transition.type),
-            "subtype": transition.event,
-            "name": state.info.name,
-            **transition_data(transition),
+            CONF_TYPE: trigger,
+            "subtype": key,
+            "name": name,
+            **data,
         }
         # The event's binary sensor: the logbook files the line under it (and its card shows it).
-        unique_id = event_unique_id(self.listener_id, transition.event)
+        unique_id = event_unique_id(self.listener_id, key)
         registry = er.async_get(self.hass)
         if sensor := registry.async_get_entity_id(Platform.BINARY_SENSOR, DOMAIN, unique_id):
-            data[ATTR_ENTITY_ID] = sensor
-        self.hass.bus.async_fire(EVENT_SOUND, data)
-        return True
+            event[ATTR_ENTITY_ID] = sensor
+        self.hass.bus.async_fire(EVENT_SOUND, event)
 
     def diagnostics(self) -> dict[str, Any]:
         """Return the state a bug report needs (redacted by the caller)."""
@@ -364,8 +517,14 @@ class SatAudioListener:
             "listening": self.listening,
             "dropped_messages": self.dropped,
             "info": _as_dict(self.info),
+            "active": _as_dict(self.active),
             "events": {
-                key: {"on": state.on, "last": _as_dict(state.last)}
+                key: {
+                    "on": state.on,
+                    "enabled": state.enabled,
+                    "last": _as_dict(state.last),
+                    "last_clip": _as_dict(state.last_clip),
+                }
                 for key, state in self.events.items()
             },
             "scores": _as_dict(self.scores),
@@ -384,6 +543,8 @@ def transition_data(transition: Transition) -> dict[str, Any]:
         "start": transition.start.isoformat(),
         "end": transition.end.isoformat() if transition.end else None,
         "duration_s": transition.duration_s,
+        "clip": transition.clip,
+        "reason": transition.reason,
     }
 
 
@@ -398,6 +559,13 @@ def _as_dict(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return {name: _as_dict(getattr(value, name)) for name in value.__slots__}
+
+
+def _remember[T](memory: OrderedDict[str, T], key: str, value: T) -> None:
+    """Add to a bounded memory, forgetting the oldest beyond SEEN_CLIPS."""
+    memory[key] = value
+    if len(memory) > SEEN_CLIPS:
+        memory.popitem(last=False)
 
 
 def _add[T](callbacks: list[T], update: T) -> CALLBACK_TYPE:

@@ -14,7 +14,14 @@ from homeassistant.const import ATTR_ENTITY_ID, CONF_DEVICE_ID, CONF_TYPE
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
 
-from .const import DOMAIN, EVENT_SOUND, TRIGGER_STARTED
+from .const import DOMAIN, EVENT_SOUND, TRIGGER_CLIP, TRIGGER_STARTED
+
+# How an episode ended, when it was not simply quiet again (protocol v2's end reasons).
+END_REASONS = {
+    "disabled": "its detection was switched off",
+    "paused": "listening was paused",
+    "stopped": "the listener stopped",
+}
 
 
 def sentence_case(name: str) -> str:
@@ -30,16 +37,32 @@ def percent(score: float) -> str:
     return f"{score * 100:.0f} %"
 
 
+def dbfs(level: float) -> str:
+    """Return a level as the level sensor shows it: "-18.5 dBFS"."""
+    return f"{level:.1f} dBFS"
+
+
 def describe(device_name: str, data: Mapping[str, Any]) -> dict[str, str]:
-    """Return the logbook entry for one start or end of a sound event."""
+    """Return the logbook entry for one start, end or saved clip of an event.
+
+    A loud event's transition has no label: its score and peak are levels in dBFS.
+    """
     sound = sentence_case(str(data.get("name") or data.get("subtype")))
-    if data.get(CONF_TYPE) == TRIGGER_STARTED:
-        message = f"heard {sound} ({data['label']}, {percent(data['score'])})"
+    loud = data.get("label") is None
+    if data.get(CONF_TYPE) == TRIGGER_CLIP:
+        message = f"saved a clip of {sound} ({data.get('clip')})"
+    elif data.get(CONF_TYPE) == TRIGGER_STARTED:
+        heard = dbfs(data["score"]) if loud else f"{data['label']}, {percent(data['score'])}"
+        message = f"heard {sound} ({heard})"
     else:
-        message = (
-            f"stopped hearing {sound} after {data['duration_s']:.1f} s "
-            f"({data['label']}, peak {percent(data['peak'])})"
+        peak = (
+            f"peak {dbfs(data['peak'])}"
+            if loud
+            else f"{data['label']}, peak {percent(data['peak'])}"
         )
+        message = f"stopped hearing {sound} after {data['duration_s']:.1f} s ({peak})"
+        if reason := END_REASONS.get(str(data.get("reason"))):
+            message += f": {reason}"
     entry = {LOGBOOK_ENTRY_NAME: device_name, LOGBOOK_ENTRY_MESSAGE: message}
     if sensor := data.get(ATTR_ENTITY_ID):
         entry[LOGBOOK_ENTRY_ENTITY_ID] = sensor

@@ -1,4 +1,4 @@
-"""The listener's MQTT protocol v1 (docs/protocol.md), read side: one schema for every topic.
+"""The listener's MQTT protocol, v1 and v2 (docs/protocol.md), read side: one schema for all.
 
 The listener and this integration share no code; this module is the integration's reading of the
 contract. Every function here is pure and never raises on a payload: anything that does not match
@@ -19,7 +19,10 @@ import voluptuous as vol
 
 from homeassistant.util import dt as dt_util
 
-VERSION: Final = 1
+# The newest protocol version read; every version in VERSIONS is read (v1 payloads are v2 payloads
+# without v2's fields).
+VERSION: Final = 2
+VERSIONS: Final = (1, 2)
 # The contract's limits (docs/protocol.md, Limits; the listener refuses a config beyond them).
 # The largest payload read at all:
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
@@ -28,23 +31,64 @@ MAX_EVENTS: Final = 128
 MAX_LABELS: Final = 64  # of one event
 MAX_TEXT: Final = 255  # characters of a name, label, source kind or error
 MAX_SLUG: Final = 64  # characters of the listener id and an event key
+# The largest clip file (binary payload on clip/<name>) taken; the listener keeps bigger ones.
+MAX_CLIP_BYTES: Final = 8 * 1024 * 1024
 SOURCE_STATES: Final = ("ok", "lagging", "reconnecting", "failed")
+EVENT_KINDS: Final = ("sound", "loud")
+CLIP_FORMATS: Final = ("flac", "opus")
+# Why an episode ended (v2); other words pass as they are, for newer listeners.
+END_REASONS: Final = ("quiet", "disabled", "paused", "stopped")
 SLUG_RE: Final = re.compile(r"[a-z0-9_]+")
+# <event key>-<episode start, UTC>-<first 8 hex of the episode id>.<format>
+CLIP_NAME_RE: Final = re.compile(
+    r"(?P<key>[a-z0-9_]{1,64})-(?P<start>[0-9]{8}T[0-9]{6}Z)-(?P<episode>[0-9a-f]{8})"
+    r"\.(?P<format>flac|opus)"
+)
 
 type Kind = Literal[
-    "status", "info", "event_state", "transition", "scores", "listening", "command", "unknown"
+    "status",
+    "info",
+    "event_state",
+    "event_enabled",
+    "transition",
+    "scores",
+    "listening",
+    "active",
+    "clip",
+    "command",
+    "unknown",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class EventInfo:
-    """One configured sound event as the listener announces it."""
+    """One configured event as the listener announces it.
+
+    A `sound` event has model labels and score thresholds; a `loud` event (v2) is the level
+    alone, with dBFS thresholds. `enabled` is None from a v1 listener, which cannot switch events.
+    """
 
     key: str
     name: str
     labels: tuple[str, ...]
-    on_threshold: float
-    off_threshold: float
+    on_threshold: float | None
+    off_threshold: float | None
+    kind: Literal["sound", "loud"] = "sound"
+    enabled: bool | None = None
+    clip: bool = False
+    on_dbfs: float | None = None
+    off_dbfs: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClipSettings:
+    """Where the listener's clips go and how long they are kept (the integration keeps as long)."""
+
+    format: Literal["flac", "opus"]
+    publish: bool
+    max_count: int
+    max_age_days: float
+    max_total_mb: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,22 +116,47 @@ class ListenerInfo:
     sources: tuple[SourceInfo, ...]
     events: tuple[EventInfo, ...]
     counters: dict[str, int]
+    protocol: int = VERSION
+    clips: ClipSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """The start or end of one episode of a sound event."""
+    """The start or end of one episode of an event.
+
+    A loud event's transition has no label, and its score and peak are levels in dBFS.
+    """
 
     id: str
     type: Literal["start", "end"]
     event: str
     source: str
-    label: str
+    label: str | None
     score: float
     peak: float
     start: datetime
     end: datetime | None
     duration_s: float
+    clip: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """The keys of the events going on now (v2's retained `active` topic)."""
+
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """One clip file the listener sent: its name's parts and its bytes."""
+
+    name: str
+    event: str
+    episode: str
+    format: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +194,10 @@ class Topic:
 
     kind: Kind
     event: str | None = None
+    clip: str | None = None
 
 
-type Payload = ListenerInfo | Transition | Scores | bool
+type Payload = ListenerInfo | Transition | Scores | Active | bool
 
 
 def topic_base(prefix: str, listener_id: str) -> str:
@@ -140,13 +210,21 @@ def command_topic(prefix: str, listener_id: str) -> str:
     return f"{topic_base(prefix, listener_id)}/listening/set"
 
 
+def event_enabled_command_topic(base: str, key: str) -> str:
+    """Return the retained topic that switches one event on or off (v2)."""
+    return f"{base}/event/{key}/enabled/set"
+
+
 def classify(base: str, topic: str) -> Topic:
-    """Name the kind of message a topic under `base` carries."""
+    """Name the kind of message a topic under `base` carries.
+
+    Any `clip/<name>` is a clip, so that a badly named one can be told apart and reported.
+    """
     if not topic.startswith(f"{base}/"):
         return Topic("unknown")
     parts = topic[len(base) + 1 :].split("/")
     match parts:
-        case ["status"] | ["info"] | ["scores"] | ["listening"]:
+        case ["status"] | ["info"] | ["scores"] | ["listening"] | ["active"]:
             return Topic(parts[0])  # type: ignore[arg-type]
         case ["listening", "set"]:
             return Topic("command")
@@ -154,6 +232,12 @@ def classify(base: str, topic: str) -> Topic:
             return Topic("transition", key)
         case ["event", key, "state"] if SLUG_RE.fullmatch(key):
             return Topic("event_state", key)
+        case ["event", key, "enabled"] if SLUG_RE.fullmatch(key):
+            return Topic("event_enabled", key)
+        case ["event", key, "enabled", "set"] if SLUG_RE.fullmatch(key):
+            return Topic("command", key)
+        case ["clip", name]:
+            return Topic("clip", clip=name)
     return Topic("unknown")
 
 
@@ -222,9 +306,9 @@ def _time(value: Any) -> datetime:
 
 
 def _version(value: Any) -> int:
-    if isinstance(value, bool) or value != VERSION:
-        raise vol.Invalid(f"not protocol version {VERSION}")
-    return VERSION
+    if isinstance(value, bool) or not isinstance(value, int) or value not in VERSIONS:
+        raise vol.Invalid(f"not protocol version {' or '.join(map(str, VERSIONS))}")
+    return value
 
 
 def _bool(value: Any) -> bool:
@@ -237,6 +321,32 @@ def _unique_keys(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len({event["key"] for event in events}) != len(events):
         raise vol.Invalid("duplicate event key")
     return events
+
+
+def _clip_name(value: Any) -> str:
+    if not isinstance(value, str) or not CLIP_NAME_RE.fullmatch(value):
+        raise vol.Invalid("not a clip file name")
+    return value
+
+
+def _event_kind(event: dict[str, Any]) -> dict[str, Any]:
+    """A sound event has score thresholds; a loud one dBFS thresholds and no labels."""
+    if event["kind"] == "loud":
+        if "on_dbfs" not in event or "off_dbfs" not in event or event["labels"]:
+            raise vol.Invalid("a loud event has on_dbfs, off_dbfs and no labels")
+    elif "on_threshold" not in event or "off_threshold" not in event:
+        raise vol.Invalid("a sound event has on_threshold and off_threshold")
+    return event
+
+
+def _transition_levels(transition: dict[str, Any]) -> dict[str, Any]:
+    """A labelled transition scores 0..1; an unlabelled one (a loud event, v2) is in dBFS."""
+    check = _number if transition["label"] is None and transition["v"] >= 2 else _score
+    if transition["label"] is None and transition["v"] < 2:
+        raise vol.Invalid("a v1 transition has a label")
+    for key in ("score", "peak"):
+        check(transition[key])
+    return transition
 
 
 def _list(item: Any, most: int) -> vol.All:
@@ -255,17 +365,35 @@ _SOURCE = vol.Schema(
     },
     extra=vol.ALLOW_EXTRA,
 )
-_EVENT = vol.Schema(
+_EVENT = vol.All(
+    vol.Schema(
+        {
+            vol.Required("key"): _slug,
+            vol.Required("name"): _text,
+            vol.Optional("kind", default="sound"): vol.In(EVENT_KINDS),
+            vol.Optional("labels", default=list): _list(_text, MAX_LABELS),
+            vol.Optional("on_threshold"): _score,
+            vol.Optional("off_threshold"): _score,
+            vol.Optional("on_dbfs"): _number,
+            vol.Optional("off_dbfs"): _number,
+            vol.Optional("enabled"): _bool,
+            vol.Optional("clip", default=False): _bool,
+        },
+        extra=vol.ALLOW_EXTRA,
+    ),
+    _event_kind,
+)
+_CLIPS = vol.Schema(
     {
-        vol.Required("key"): _slug,
-        vol.Required("name"): _text,
-        vol.Required("labels"): _list(_text, MAX_LABELS),
-        vol.Required("on_threshold"): _score,
-        vol.Required("off_threshold"): _score,
+        vol.Required("format"): vol.In(CLIP_FORMATS),
+        vol.Required("publish"): _bool,
+        vol.Required("max_count"): _count,
+        vol.Required("max_age_days"): _non_negative,
+        vol.Required("max_total_mb"): _non_negative,
     },
     extra=vol.ALLOW_EXTRA,
 )
-SCHEMAS: Final[dict[str, vol.Schema]] = {
+SCHEMAS: Final[dict[str, Callable[[Any], dict[str, Any]]]] = {
     "info": vol.Schema(
         {
             vol.Required("v"): _version,
@@ -280,22 +408,39 @@ SCHEMAS: Final[dict[str, vol.Schema]] = {
             vol.Optional("counters", default=dict): vol.All(
                 dict, vol.Length(max=32), {_text: _count}
             ),
+            vol.Optional("clips", default=None): vol.Any(None, _CLIPS),
         },
         extra=vol.ALLOW_EXTRA,
     ),
-    "transition": vol.Schema(
+    "transition": vol.All(
+        vol.Schema(
+            {
+                vol.Required("v"): _version,
+                vol.Required("id"): vol.All(_text, vol.Length(min=1, max=64)),
+                vol.Required("type"): vol.In(["start", "end"]),
+                vol.Required("event"): _slug,
+                vol.Required("source"): _text,
+                vol.Required("label"): vol.Any(None, _text),
+                vol.Required("score"): _number,
+                vol.Required("peak"): _number,
+                vol.Required("start"): _time,
+                vol.Required("end"): vol.Any(None, _time),
+                vol.Required("duration_s"): _non_negative,
+                vol.Optional("clip", default=None): vol.Any(
+                    None, _clip_name, msg="not a clip file name"
+                ),
+                vol.Optional("reason", default=None): vol.Any(None, _text),
+            },
+            extra=vol.ALLOW_EXTRA,
+        ),
+        _transition_levels,
+    ),
+    "active": vol.Schema(
         {
             vol.Required("v"): _version,
-            vol.Required("id"): vol.All(_text, vol.Length(min=1, max=64)),
-            vol.Required("type"): vol.In(["start", "end"]),
-            vol.Required("event"): _slug,
-            vol.Required("source"): _text,
-            vol.Required("label"): _text,
-            vol.Required("score"): _score,
-            vol.Required("peak"): _score,
-            vol.Required("start"): _time,
-            vol.Required("end"): vol.Any(None, _time),
-            vol.Required("duration_s"): _non_negative,
+            vol.Required("events"): vol.All(
+                _list(_slug, MAX_EVENTS), lambda keys: list(dict.fromkeys(keys))
+            ),
         },
         extra=vol.ALLOW_EXTRA,
     ),
@@ -320,6 +465,7 @@ SCHEMAS: Final[dict[str, vol.Schema]] = {
 _WORDS: Final[dict[str, dict[str, bool]]] = {
     "status": {"online": True, "offline": False},
     "event_state": {"ON": True, "OFF": False},
+    "event_enabled": {"ON": True, "OFF": False},
     "listening": {"ON": True, "OFF": False},
 }
 
@@ -336,8 +482,8 @@ def _decode_json(text: str) -> dict[str, Any] | Dropped:
     if not isinstance(data, dict):
         return Dropped("not a JSON object")
     version = data.get("v")
-    if isinstance(version, int) and not isinstance(version, bool) and version != VERSION:
-        return Dropped(f"protocol version {version} is not {VERSION}", version=version)
+    if isinstance(version, int) and not isinstance(version, bool) and version not in VERSIONS:
+        return Dropped(f"protocol version {version} is not one of {VERSIONS}", version=version)
     return data
 
 
@@ -370,6 +516,35 @@ def parse(kind: Kind, payload: bytes | bytearray | str) -> Payload | Dropped:
     return _BUILDERS[kind](valid)
 
 
+def parse_clip(name: str, payload: bytes | bytearray | str) -> Clip | Dropped:
+    """Validate a clip's name (from its topic) and size; return it or why it was dropped."""
+    if not (match := CLIP_NAME_RE.fullmatch(name)):
+        return Dropped(f"{name[:80]!r} is not a clip file name")
+    if isinstance(payload, str):
+        # Home Assistant hands over text only when a subscription decodes; ours does not.
+        payload = payload.encode("utf-8", "surrogateescape")
+    if not payload:
+        return Dropped("the clip is empty")
+    if len(payload) > MAX_CLIP_BYTES:
+        return Dropped(f"clip of {len(payload)} bytes is over {MAX_CLIP_BYTES}")
+    return Clip(name, match["key"], match["episode"], match["format"], bytes(payload))
+
+
+def _event(e: dict[str, Any]) -> EventInfo:
+    return EventInfo(
+        e["key"],
+        e["name"],
+        tuple(e["labels"]),
+        e.get("on_threshold"),
+        e.get("off_threshold"),
+        kind=e["kind"],
+        enabled=e.get("enabled"),
+        clip=e["clip"],
+        on_dbfs=e.get("on_dbfs"),
+        off_dbfs=e.get("off_dbfs"),
+    )
+
+
 def _info(data: dict[str, Any]) -> ListenerInfo:
     return ListenerInfo(
         id=data["id"],
@@ -382,14 +557,16 @@ def _info(data: dict[str, Any]) -> ListenerInfo:
             SourceInfo(s["name"], s["kind"], s["state"], s["overflows"], s["dropped_s"], s["error"])
             for s in data["sources"]
         ),
-        events=tuple(
-            EventInfo(
-                e["key"], e["name"], tuple(e["labels"]), e["on_threshold"], e["off_threshold"]
-            )
-            for e in data["events"]
-        ),
+        events=tuple(_event(e) for e in data["events"]),
         counters=data["counters"],
+        protocol=data["v"],
+        clips=ClipSettings(**{key: data["clips"][key] for key in _CLIP_FIELDS})
+        if data["clips"]
+        else None,
     )
+
+
+_CLIP_FIELDS: Final = ("format", "publish", "max_count", "max_age_days", "max_total_mb")
 
 
 def _transition(data: dict[str, Any]) -> Transition:
@@ -404,7 +581,13 @@ def _transition(data: dict[str, Any]) -> Transition:
         start=data["start"],
         end=data["end"],
         duration_s=data["duration_s"],
+        clip=data["clip"],
+        reason=data["reason"],
     )
+
+
+def _active(data: dict[str, Any]) -> Active:
+    return Active(tuple(data["events"]))
 
 
 def _scores(data: dict[str, Any]) -> Scores:
@@ -420,4 +603,5 @@ _BUILDERS: Final[dict[str, Callable[[dict[str, Any]], Payload]]] = {
     "info": _info,
     "transition": _transition,
     "scores": _scores,
+    "active": _active,
 }

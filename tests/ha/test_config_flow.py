@@ -71,11 +71,11 @@ async def test_discovery_from_the_broker(hass: HomeAssistant, mqtt_mock: MqttMoc
     [
         ("", f"sat_audio/{LISTENER}/info"),
         ("{not json", f"sat_audio/{LISTENER}/info"),
-        (dumps(info(v=2)), f"sat_audio/{LISTENER}/info"),
+        (dumps(info(v=3)), f"sat_audio/{LISTENER}/info"),
         (dumps(info(events=[{"key": "Bad Key"}])), f"sat_audio/{LISTENER}/info"),
         (dumps(info()), "sat_audio/other/info"),
     ],
-    ids=["empty", "not-json", "version-2", "bad-event", "id-mismatch"],
+    ids=["empty", "not-json", "version-3", "bad-event", "id-mismatch"],
 )
 async def test_discovery_rejects_bad_info(
     hass: HomeAssistant, mqtt_mock: MqttMockHAClient, payload: str, topic: str

@@ -36,6 +36,9 @@ TOP_SCORE = "sensor.kitchen_top_sound_score"
 LEVEL = "sensor.kitchen_sound_level"
 LAST = "sensor.kitchen_last_detection"
 SWITCH = "switch.kitchen_listening"
+ANY = "binary_sensor.kitchen_any_sound"
+GLASS_SWITCH = "switch.kitchen_glass_breaking_detection"
+DOG_SWITCH = "switch.kitchen_dog_barking_detection"
 
 
 async def test_device_from_info(hass: HomeAssistant, setup_listener: MockConfigEntry) -> None:
@@ -60,6 +63,9 @@ async def test_device_from_info(hass: HomeAssistant, setup_listener: MockConfigE
         LEVEL,
         LAST,
         SWITCH,
+        ANY,
+        GLASS_SWITCH,
+        DOG_SWITCH,
     }
 
 
@@ -345,10 +351,10 @@ async def test_unknown_protocol_version_warns_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A newer protocol's payloads are ignored with a single warning."""
-    await send("event/glass_breaking", dumps(transition("start", v=2)))
-    await send("scores", dumps(scores(v=2)))
+    await send("event/glass_breaking", dumps(transition("start", v=3)))
+    await send("scores", dumps(scores(v=3)))
     assert hass.states.get(GLASS).state == STATE_OFF
     assert hass.states.get(TOP).state == STATE_UNKNOWN
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and "protocol" in r.message]
     assert len(warnings) == 1
-    assert "protocol version 2 is not 1" in warnings[0].message
+    assert "protocol version 3 is not one of (1, 2)" in warnings[0].message

@@ -139,10 +139,10 @@ async def test_unknown_protocol_version(
     hass: HomeAssistant, setup_listener: MockConfigEntry, send: Send
 ) -> None:
     """A newer protocol raises an issue naming its version; a readable info clears it."""
-    await send("event/glass_breaking", dumps(transition("start", v=2)))
+    await send("event/glass_breaking", dumps(transition("start", v=3)))
     found = issue(hass, setup_listener, "unsupported_protocol")
     assert found is not None
-    assert found.translation_placeholders == {"name": "Kitchen", "version": "2"}
+    assert found.translation_placeholders == {"name": "Kitchen", "version": "3"}
     await send("info", dumps(info(v=3)))
     assert issue(hass, setup_listener, "unsupported_protocol").translation_placeholders == {
         "name": "Kitchen",

@@ -12,7 +12,18 @@ from syrupy.assertion import SnapshotAssertion
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
-from payloads import Send, dumps, info, scores, transition
+from payloads import (
+    DOG,
+    GLASS,
+    LOUD,
+    Send,
+    active,
+    dumps,
+    info,
+    loud_transition,
+    scores,
+    transition,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,17 +40,21 @@ async def test_platform_snapshot(
     freezer: FrozenDateTimeFactory,
     platform: Platform,
 ) -> None:
-    """Each platform's entities after info, scores and one glass-breaking start."""
+    """Each platform's entities after info, scores, a glass-breaking start and a loud end."""
     freezer.move_to("2026-11-25T05:01:03+00:00")
     with patch("custom_components.sat_audio.PLATFORMS", (platform,)):
         config_entry.add_to_hass(hass)
         assert await hass.config_entries.async_setup(config_entry.entry_id)
         await send("status", "online")
-        await send("info", dumps(info()))
+        await send("info", dumps(info(events=[GLASS, DOG, LOUD])))
         await send("listening", "ON")
         await send("event/glass_breaking/state", "OFF")
         await send("event/dog_bark/state", "OFF")
+        await send("event/dog_bark/enabled", "OFF")
         await send("scores", dumps(scores()))
+        await send("event/loud_noise", dumps(loud_transition("start")))
+        await send("event/loud_noise", dumps(loud_transition("end")))
         await send("event/glass_breaking", dumps(transition("start")))
         await send("event/glass_breaking/state", "ON")
+        await send("active", dumps(active("glass_breaking")))
     await snapshot_platform(hass, entity_registry, snapshot, config_entry.entry_id)
