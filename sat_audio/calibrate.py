@@ -26,6 +26,9 @@ from sat_audio.rules import EventRule, Smoother, combine
 DAY_S = 86400.0
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9), ("max", 100.0))
 KEEP_OFF = ("ratio", "distance")
+LOWEST = 0.05
+"""The lowest on_threshold suggested by default: an event the room never scores would otherwise
+get the grid's bottom, which a recording of hours cannot vouch for."""
 BLOCK_S = 60.0
 """Seconds of a recording read, resampled and fed at a time: hours of audio never sit in memory."""
 
@@ -158,11 +161,14 @@ def count_starts(
     return starts
 
 
-def grid(step: float) -> list[float]:
-    """Candidate on_thresholds: step, 2 step, ... up to 1."""
+def grid(step: float, lowest: float = LOWEST) -> list[float]:
+    """Candidate on_thresholds: the multiples of step from lowest up to 1."""
     if not 0 < step <= 0.5:
-        raise SatAudioError(f"the threshold step must be above 0 and at most 0.5, got {step}")
-    return [round(k * step, 6) for k in range(1, int(1 / step + 1e-9) + 1)]
+        raise SatAudioError(f"the threshold step must be above 0 and at most 0.5, got {step:g}")
+    if not 0 < lowest <= 1:
+        raise SatAudioError(f"the lowest threshold must be above 0 and at most 1, got {lowest:g}")
+    every = (round(k * step, 6) for k in range(1, int(1 / step + 1e-9) + 1))
+    return [on for on in every if on >= lowest - 1e-9]
 
 
 def _off_for(event: EventConfig, keep_off: str) -> tuple[str, Callable[[float], float]]:
@@ -183,11 +189,13 @@ def calibrate_series(
     *,
     per_day: float = 1.0,
     step: float = 0.01,
+    lowest: float = LOWEST,
     keep_off: str = "ratio",
     positives: Mapping[str, Series] | None = None,
 ) -> list[EventReport]:
     """Per scored event: score percentiles, false starts with the current settings, and the
-    lowest on_threshold on the grid giving at most per_day starts a day (there and above).
+    lowest on_threshold on the grid (step apart, from lowest) giving at most per_day starts a
+    day, there and at every step above.
 
     Counts per day extrapolate from the series' length; a series shorter than a day allows
     floor(per_day * days) starts, so none under a day at the default rate.
@@ -197,7 +205,7 @@ def calibrate_series(
         raise SatAudioError("no audio to calibrate on: the recording gave no chunks")
     audio_s = sum(seg.seconds for seg in segments)
     allowed = math.floor(per_day * audio_s / DAY_S + 1e-9)
-    candidates = grid(step)
+    candidates = grid(step, lowest)
     reports = []
     for event in filter(scored, events):
         smoothed = _smoothed(event, segments)
@@ -363,6 +371,7 @@ def calibrate_files(
     *,
     per_day: float = 1.0,
     step: float = 0.01,
+    lowest: float = LOWEST,
     keep_off: str = "ratio",
     progress: bool = False,
 ) -> list[EventReport]:
@@ -377,7 +386,7 @@ def calibrate_files(
         )
     if per_day <= 0:
         raise SatAudioError(f"the false alarms a day must be above 0, got {per_day:g}")
-    grid(step)  # a bad step fails before the model runs
+    grid(step, lowest)  # a bad grid fails before the model runs
     seconds = sum(_check_audio(path) for path in recordings)
     for path in positives:
         _check_audio(path)
@@ -404,6 +413,7 @@ def calibrate_files(
         config.detection.min_level_dbfs,
         per_day=per_day,
         step=step,
+        lowest=lowest,
         keep_off=keep_off,
         positives=clips,
     )
@@ -432,29 +442,27 @@ def format_table(reports: Sequence[EventReport], per_day: float) -> str:
     if not reports:
         return "no events scored by labels to calibrate"
     hours = reports[0].audio_s / 3600
-    head = [
+    mode = reports[0].keep_off.split()[0]
+    names = [name for name, _ in PERCENTILES]
+    width = max(5, *(len(r.key) for r in reports))
+    lines = [
         f"{hours:.2f} h of audio. Starts are false alarms: counts per day extrapolate from these "
         f"{hours:.2f} h.",
         f"Suggested: the lowest on_threshold giving at most {per_day:g} start(s) a day, there "
-        "and at every step above it.",
-        "Scores are as the thresholds see them: combined and smoothed.",
-    ]
-    names = [name for name, _ in PERCENTILES]
-    width = max(5, *(len(r.key) for r in reports))
-    cols = "  ".join(f"{n:>6}" for n in names)
-    lines = [
-        *head,
+        "and at every step above it;",
+        f"its off_threshold keeps the configured {mode} to on_threshold.",
         "",
-        f"{'event':<{width}}  {cols}  {'on':>6} {'off':>6} {'starts':>6} {'/day':>7}"
-        f"  {'sugg.on':>7} {'off':>6} {'/day':>7}  off follows on by",
+        f"{'':<{width}} {'score the thresholds see':^29} | {'now':^26} | {'suggested':^19}",
+        f"{'event':<{width}} {' '.join(f'{n:>5}' for n in names)} | {'on':>5} {'off':>5} "
+        f"{'starts':>6} {'/day':>7} | {'on':>5} {'off':>5} {'/day':>7}",
     ]
     for r in reports:
-        values = "  ".join(f"{r.percentiles[n]:>6.3f}" for n in names)
+        values = " ".join(f"{r.percentiles[n]:>5.3f}" for n in names)
         sugg_day = None if r.suggested_starts is None else r.suggested_starts * DAY_S / r.audio_s
         lines.append(
-            f"{r.key:<{width}}  {values}  {r.on_threshold:>6.3f} {r.off_threshold:>6.3f} "
-            f"{r.starts:>6} {r.per_day:>7.1f}  {_num(r.suggested_on):>7} "
-            f"{_num(r.suggested_off):>6} {_num(sugg_day, 1):>7}  {r.keep_off}"
+            f"{r.key:<{width}} {values} | {r.on_threshold:>5.3f} {r.off_threshold:>5.3f} "
+            f"{r.starts:>6} {r.per_day:>7.1f} | {_num(r.suggested_on):>5} "
+            f"{_num(r.suggested_off):>5} {_num(sugg_day, 1):>7}"
         )
     for r in reports:
         if r.suggested_on is None:
@@ -464,13 +472,13 @@ def format_table(reports: Sequence[EventReport], per_day: float) -> str:
             )
     clips = [(r, p) for r in reports for p in r.positives]
     if clips:
-        lines += ["", f"{'event':<{width}}  {'clip':<24} {'peak':>6} {'margin':>7}  fires"]
+        lines += ["", f"{'event':<{width}} {'clip':<24} {'peak':>5} {'margin':>7}  fires"]
         for r, p in clips:
             lines.append(
-                f"{r.key:<{width}}  {p.name:<24} {p.peak:>6.3f} {p.margin:>+7.3f}  "
+                f"{r.key:<{width}} {p.name:<24} {p.peak:>5.3f} {p.margin:>+7.3f}  "
                 f"{'yes' if p.fires else 'NO'}"
             )
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def yaml_snippet(reports: Sequence[EventReport]) -> str:

@@ -242,6 +242,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         args.positive or [],
         per_day=args.per_day,
         step=args.step,
+        lowest=args.lowest,
         keep_off=args.keep_off,
         progress=not args.json,
     )
@@ -476,6 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument(
         "--step", type=_positive_float, default=0.01, help="spacing of the thresholds tried"
+    )
+    calibrate.add_argument(
+        "--lowest",
+        type=_positive_float,
+        default=0.05,
+        help="lowest on_threshold suggested: a room that never scores an event says little "
+        "about how low it could go",
     )
     calibrate.add_argument(
         "--keep-off",

@@ -142,12 +142,17 @@ def test_off_follows_by_distance(four_days: list[ChunkResult]):
 
 
 def test_gate_and_segments():
-    """Chunks under the volume gate never start an event; each segment replays with fresh rules
-    (an episode open at one segment's end does not continue into the next)."""
+    """Chunks under the volume gate never start an event, and the suggestion stops at the lowest
+    threshold tried; each segment replays with fresh rules (an episode open at one segment's end
+    does not continue into the next)."""
     loud = [ChunkResult("mic", i, i, i + 1.0, _scores(0.9), -20.0) for i in range(10)]
     quiet = [replace(c, level_dbfs=-70.0) for c in loud]
     [gated] = calibrate_series(Series.from_chunks(quiet, [GLASS_EVENT]), [GLASS_EVENT], -50.0)
-    assert gated.starts == 0 and gated.suggested_on == 0.01
+    assert gated.starts == 0 and (gated.suggested_on, gated.lower_on) == (0.05, None)
+    [floor] = calibrate_series(
+        Series.from_chunks(quiet, [GLASS_EVENT]), [GLASS_EVENT], -50.0, lowest=0.2
+    )
+    assert floor.suggested_on == 0.2
     two = [Series.from_chunks(loud, [GLASS_EVENT]), Series.from_chunks(loud, [GLASS_EVENT])]
     [report] = calibrate_series(two, [GLASS_EVENT], per_day=DAY_S)  # allows 20 starts
     assert report.starts == 2 and report.audio_s == 20.0

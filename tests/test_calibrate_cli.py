@@ -152,7 +152,8 @@ def test_positive_clips_and_snippet(config: Path, short_room: Path, clips: tuple
     merged into the configuration, passes the schema."""
     done = calibrate(short_room, "-c", config, "--json", "--positive", *clips)
     assert done.returncode == 0, done.stderr
-    for event in json.loads(done.stdout)["events"]:
+    report = json.loads(done.stdout)
+    for event in report["events"]:
         bark, hush = event["positives"]
         assert (bark["name"], hush["name"]) == ("bark.wav", "hush.flac")
         assert bark["peak"] > 0.9 and bark["fires"]
@@ -165,10 +166,16 @@ def test_positive_clips_and_snippet(config: Path, short_room: Path, clips: tuple
     assert snippet.startswith("# suggested thresholds")
     rows = {tuple(line.split()[:2]) for line in table.splitlines() if line}
     assert {("glass", "bark.wav"), ("dog", "bark.wav")} <= rows
-    assert {line.split()[0] for line in table.splitlines() if "ratio 0.75" in line} == {
-        "glass",
-        "dog",
-    }
+    for event in report["events"]:
+        [row] = [
+            line
+            for line in table.splitlines()
+            if line.split()[:1] == [event["key"]] and "|" in line
+        ]
+        assert row.split(" | ")[2].split()[:2] == [
+            f"{event['suggested_on']:.3f}",
+            f"{event['suggested_off']:.3f}",
+        ]
     raw = yaml.safe_load(config.read_text())
     for key, values in yaml.safe_load(snippet)["detection"]["events"].items():
         assert set(values) == {"on_threshold", "off_threshold"}
@@ -227,5 +234,6 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture):
     with pytest.raises(SystemExit):
         main(["calibrate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for default in ("(default: 1.0)", "(default: 0.01)", "(default: ratio)", "$SAT_AUDIO_CONFIG"):
+    defaults = ("(default: 1.0)", "(default: 0.01)", "(default: 0.05)", "(default: ratio)")
+    for default in (*defaults, "$SAT_AUDIO_CONFIG"):
         assert default in text
