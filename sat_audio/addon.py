@@ -3,13 +3,13 @@
 The Supervisor writes what the user set in the add-on's UI to /data/options.json and hands the
 add-on a token (SUPERVISOR_TOKEN) for its services API, where `services: [mqtt:need]` lets it
 read the broker's address and credentials. Everything here turns those two into the listener's
-own configuration, with one-line errors that name the option or say what the broker lacks.
+own configuration, checked by its one schema, with one-line errors that name the option (by
+mapping the schema's key paths to options) or say what the broker lacks.
 """
 
 import importlib.util
 import json
 import logging
-import math
 import os
 import re
 import tempfile
@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sat_audio import BACKENDS, PRECISIONS, __version__
-from sat_audio.config import Config, ConfigError, ModelConfig, parse_config, to_dict
+from sat_audio import __version__
+from sat_audio.config import Config, ConfigError, ModelConfig, to_dict, validate
+from sat_audio.config.errors import path_text
 from sat_audio.errors import SatAudioError
-from sat_audio.labels import all_labels, find
+from sat_audio.labels import all_labels
 from sat_audio.model.registry import registry
 from sat_audio.redact import log_to_stderr
 
@@ -45,11 +46,6 @@ STALE_S = 30.0
 """A heartbeat older than this means the listener process is gone or frozen."""
 STALL_S = 60.0
 """Listening but no chunk analysed for this long means no audio is coming through."""
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-SLUG = re.compile(r"^[a-z0-9_]+$")
-TOPIC_PREFIX = re.compile(r"^[^#+/]([^#+]*[^#+/])?$")
-"""An MQTT topic level or path: no wildcards, no leading or trailing /."""
 
 
 def streaming_models() -> tuple[str, ...]:
@@ -123,40 +119,32 @@ def _refusal(status: int, body: bytes) -> str:
     return f"the Supervisor answered HTTP {status} for the MQTT service{said}"
 
 
+OPTIONS: dict[str, tuple[str | int, ...]] = {
+    "model": ("model", "name"),
+    "chunk_seconds": ("model", "chunk_seconds"),
+    "threads": ("model", "threads"),
+    "backend": ("model", "backend"),
+    "precision": ("model", "precision"),
+    "device": ("sources", 0, "device"),
+    "stream_url": ("sources", 0, "url"),
+    "events": ("detection", "events"),
+    "min_level_dbfs": ("detection", "min_level_dbfs"),
+    "topic_prefix": ("mqtt", "topic_prefix"),
+    "listener_id": ("listener", "id"),
+    "log_level": ("logging", "level"),
+}
+"""Each option and the listener's key it sets, so that the schema's error on that key names the
+option. An event's fields keep their names under detection.events.<id>; its id is that key."""
+
+
 def _fail(option: str, problem: str) -> ConfigError:
     return ConfigError(f"option '{option}': {problem}")
 
 
-def _number(value: Any, option: str, low: float, high: float) -> float | None:
-    """An optional number within [low, high], as the schema's float(low,high) says."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail(option, f"must be a number, got {value!r}")
-    if not low <= value <= high:
-        raise _fail(option, f"must be between {low:g} and {high:g}, got {value:g}")
-    return float(value)
-
-
-def _text(value: Any, option: str) -> str | None:
-    """An optional text option; empty text counts as not set."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if not isinstance(value, str):
-        raise _fail(option, f"must be text, got {value!r}")
-    return value.strip()
-
-
-def _whole(value: Any, option: str, low: int, high: int) -> int:
-    """A whole number within [low, high], as the schema's int(low,high) says."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _fail(option, f"must be a whole number from {low} to {high}, got {value!r}")
-    return value
-
-
-def _choice(value: Any, option: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise _fail(option, f"must be one of {', '.join(choices)}, got {value!r}")
+def _given(value: Any) -> Any:
+    """An optional option as typed in the UI: text stripped, and empty text is not set."""
+    if isinstance(value, str):
+        return value.strip() or None
     return value
 
 
@@ -165,52 +153,37 @@ def torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def _backend(options: Mapping[str, Any]) -> str:
-    backend = _choice(options.get("backend"), "backend", BACKENDS)
-    if backend == "torch" and not torch_installed():
+def _backend(value: Any) -> Any:
+    """torch only where the image has it; any other value is the schema's to check."""
+    if value == "torch" and not torch_installed():
         raise _fail(
             "backend",
             "torch is not in this add-on's image, which runs onnx (an image built with the "
             "TORCH_PACKAGE build argument has torch)",
         )
-    return backend
-
-
-def _precision(options: Mapping[str, Any]) -> str:
-    precision = _choice(options.get("precision"), "precision", PRECISIONS)
-    if precision == "int8" and options.get("backend") != "onnx":
-        raise _fail("precision", "int8 needs the onnx backend (torch runs float32 only)")
-    return precision
-
-
-def _slug(value: Any, option: str) -> str:
-    if not isinstance(value, str) or not SLUG.match(value):
-        raise _fail(option, f"must be lower-case letters, digits and _, got {value!r}")
     return value
 
 
 def split_labels(text: str) -> list[str]:
-    """AudioSet names from comma-separated text, keeping names that hold commas whole.
+    """Label names from comma-separated text, keeping AudioSet names that hold commas whole.
 
     "Glass, Shatter" is two labels, "Water tap, faucet" one: from each piece on, the longest run
-    of pieces that names a label wins. No piece of a name with commas is itself a label, so a
-    list reads only one way. A piece that starts no label is an error naming close labels.
+    of pieces that is an AudioSet name wins. No piece of a name with commas is itself a name, so
+    a list reads only one way. Other pieces (a mid, custom:NAME, a misspelling) stay as written:
+    the listener's schema checks every label.
     """
     names = {lab.name.casefold() for lab in all_labels()}
     pieces = [p.strip() for p in text.split(",")]
     found: list[str] = []
     i = 0
     while i < len(pieces):
+        if not pieces[i]:
+            raise SatAudioError(f"empty label name in {text!r}")
         j = next(
             (j for j in range(len(pieces), i, -1) if ", ".join(pieces[i:j]).casefold() in names),
             i + 1,
         )
-        if not pieces[i]:
-            raise SatAudioError(f"empty label name in {text!r}")
-        name = find(", ".join(pieces[i:j])).name  # canonical spelling; mids work too
-        if name in found:
-            raise SatAudioError(f"{name!r} is listed twice")
-        found.append(name)
+        found.append(", ".join(pieces[i:j]))
         i = j
     return found
 
@@ -220,110 +193,80 @@ def event_id(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.casefold()).strip("_")
 
 
-EVENT_NUMBERS = {
-    "on_threshold": (0.0, 1.0),
-    "off_threshold": (0.0, 1.0),
-    "min_duration_s": (0.0, 3600.0),
-    "hold_s": (0.0, 3600.0),
-    "cooldown_s": (0.0, 86400.0),
-}
-"""The numeric fields of an event, with the bounds config.yaml's schema gives them."""
-SMOOTHING = ("ema", "median")
-
-
-def _event(event: Any, where: str) -> tuple[str, dict[str, Any]]:
-    """One entry of the events option: its id and the listener's rules for it."""
+def _event(event: Any, where: str) -> tuple[Any, dict[str, Any]]:
+    """One entry of the events option: its id (set, or made from its name) and its fields, with
+    the labels text split into names. Fields left empty are not set."""
     if not isinstance(event, dict):
         raise _fail(where, f"must be a mapping, got {event!r}")
-    name = _text(event.get("name"), f"{where}.name")
-    if name is None:
+    fields = {k: _given(v) for k, v in event.items() if k != "id"}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    name = fields.get("name")
+    if not isinstance(name, str):
         raise _fail(f"{where}.name", "is required")
-    key = event_id(name) if event.get("id") is None else _slug(event["id"], f"{where}.id")
+    key = event_id(name) if event.get("id") is None else event["id"]
     if not key:
         raise _fail(f"{where}.id", f"name {name!r} gives no id; set one (like glass_breaking)")
-    where = f"{where} ({key})"
-    labels = _text(event.get("labels"), f"{where}.labels")
+    labels = fields.get("labels")
     if labels is None:
-        raise _fail(f"{where}.labels", "is required: AudioSet names, separated by commas")
-    try:
-        rules: dict[str, Any] = {"name": name, "labels": split_labels(labels)}
-    except SatAudioError as err:
-        raise _fail(f"{where}.labels", str(err)) from None
-    for field, (low, high) in EVENT_NUMBERS.items():
-        value = _number(event.get(field), f"{where}.{field}", low, high)
-        if value is not None:
-            rules[field] = value
-    if "on_threshold" not in rules or rules["on_threshold"] == 0:
-        raise _fail(f"{where}.on_threshold", "is required: a score above 0 and at most 1")
-    off = rules.get("off_threshold")
-    if off is not None and not 0 < off < rules["on_threshold"]:
-        raise _fail(
-            f"{where}.off_threshold",
-            f"must be above 0 and below on_threshold {rules['on_threshold']:g}, got {off:g}",
-        )
-    if event.get("smoothing") is not None:
-        rules["smoothing"] = _choice(event["smoothing"], f"{where}.smoothing", SMOOTHING)
-    if event.get("smoothing_chunks") is not None:
-        chunks = _whole(event["smoothing_chunks"], f"{where}.smoothing_chunks", 1, 100)
-        rules["smoothing_chunks"] = chunks
-    return key, rules
+        raise _fail(f"{where} ({key}).labels", "is required: AudioSet names, separated by commas")
+    if isinstance(labels, str):
+        try:
+            fields["labels"] = split_labels(labels)
+        except SatAudioError as err:
+            raise _fail(f"{where} ({key}).labels", str(err)) from None
+    return key, fields
 
 
-def _events(value: Any) -> dict[str, dict[str, Any]]:
-    """The events option (a list in the UI) as the config's mapping of event id to rules."""
+def _events(value: Any) -> dict[Any, dict[str, Any]]:
+    """The events option (a list in the UI) as the config's mapping of event id to fields."""
     if not isinstance(value, list) or not value:
         raise _fail("events", "set at least one event")
-    table: dict[str, dict[str, Any]] = {}
+    table: dict[Any, dict[str, Any]] = {}
     for i, event in enumerate(value):
-        key, rules = _event(event, f"events[{i}]")
+        key, fields = _event(event, f"events[{i}]")
         if key in table:
             raise _fail(f"events[{i}]", f"id {key!r} is used by an earlier event")
-        table[key] = rules
+        table[key] = fields
     return table
 
 
 def _source(options: Mapping[str, Any]) -> dict[str, Any]:
     """A camera stream through ffmpeg when stream_url is set, else the add-on's audio input."""
-    device = _text(options.get("device"), "device")
-    url = _text(options.get("stream_url"), "stream_url")
-    if url and device:
+    device, url = _given(options.get("device")), _given(options.get("stream_url"))
+    if url is not None and device is not None:
         raise _fail("stream_url", "set either device or stream_url, not both")
-    if url:
+    if url is not None:
         return {"name": "stream", "kind": "ffmpeg", "url": url}
     mic: dict[str, Any] = {"name": "mic", "kind": "mic"}
-    if device:
-        mic["device"] = int(device) if device.isdigit() else device
+    if device is not None:
+        mic["device"] = int(device) if isinstance(device, str) and device.isdigit() else device
     return mic
 
 
 def options_dict(options: Mapping[str, Any], data_dir: Path = DATA_DIR) -> dict[str, Any]:
     """The listener configuration (config.yaml's layout) these options set, broker aside.
 
-    An optional option left empty means what it says (no volume gate, the model's own chunk
-    length), not the listener's config.yaml default: the add-on's defaults are its options.
+    Values pass as they are, for the listener's schema to check (`to_config`). An optional option
+    left empty means what it says (no volume gate, the model's own chunk length), not the
+    listener's config.yaml default: the add-on's defaults are its options.
     """
-    prefix = options.get("topic_prefix")
-    if not isinstance(prefix, str) or not TOPIC_PREFIX.match(prefix):
-        raise _fail(
-            "topic_prefix", f"must be an MQTT topic without #, + or an outer /, got {prefix!r}"
-        )
     return {
-        "listener": {"id": _slug(options.get("listener_id"), "listener_id")},
+        "listener": {"id": options.get("listener_id")},
         "model": {
-            "name": _choice(options.get("model"), "model", streaming_models()),
+            "name": options.get("model"),
             "dir": str(data_dir / "models"),
-            "chunk_seconds": _number(options.get("chunk_seconds"), "chunk_seconds", 0.16, 10),
-            "threads": _whole(options.get("threads"), "threads", 1, 8),
-            "backend": _backend(options),
-            "precision": _precision(options),
+            "chunk_seconds": options.get("chunk_seconds"),
+            "threads": options.get("threads"),
+            "backend": _backend(options.get("backend")),
+            "precision": options.get("precision"),
         },
         "sources": [_source(options)],
         "detection": {
-            "min_level_dbfs": _number(options.get("min_level_dbfs"), "min_level_dbfs", -120, 0),
+            "min_level_dbfs": options.get("min_level_dbfs"),
             "events": _events(options.get("events")),
         },
-        "mqtt": {"topic_prefix": prefix},
-        "logging": {"level": _choice(options.get("log_level"), "log_level", LOG_LEVELS)},
+        "mqtt": {"topic_prefix": options.get("topic_prefix")},
+        "logging": {"level": options.get("log_level")},
     }
 
 
@@ -338,24 +281,31 @@ def with_broker(config: dict[str, Any], broker: Mapping[str, Any]) -> dict[str, 
     return {**config, "mqtt": mqtt}
 
 
-def _literal(value: Any) -> Any:
-    """Every string escaped so the listener's ${VAR} expansion leaves it as it is."""
-    if isinstance(value, dict):
-        return {k: _literal(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_literal(v) for v in value]
-    return value.replace("${", "$${") if isinstance(value, str) else value
+def option_error(err: ConfigError, events: list[Any]) -> ConfigError:
+    """The schema's error on a key, said of the option the user set it with (`OPTIONS`); events
+    are the event ids in the order of the events option."""
+    path = err.path or ()
+    if path[:2] == ("detection", "events") and len(path) > 2 and path[2] in events:
+        where = f"events[{events.index(path[2])}]"
+        if len(path) == 3:  # the event's key: its id
+            return _fail(f"{where}.id", err.problem)
+        rest = path[3:4] if path[3] == "labels" else path[3:]  # labels is one text option
+        return _fail(f"{where} ({path[2]}).{path_text(rest)}", err.problem)
+    for option, key in OPTIONS.items():
+        if path[: len(key)] == key:
+            return _fail(option, err.problem)
+    return ConfigError(f"add-on options: {err}")
 
 
 def to_config(config: dict[str, Any]) -> Config:
-    """The listener's Config; what its own checks still reject is reported as an option problem.
+    """The listener's Config from its one schema (`validate`); an error names the option.
 
-    Nothing in the add-on's options or the broker's password is an ${ENV_VAR} reference.
+    Nothing is ${VAR}-expanded: the options and the broker's password are taken as they are.
     """
     try:
-        return parse_config(_literal(config))
+        return validate(config)
     except ConfigError as err:
-        raise ConfigError(f"add-on options: {err}") from None
+        raise option_error(err, list(config["detection"]["events"])) from None
 
 
 def describe(config: Config) -> str:
@@ -382,6 +332,7 @@ def load(
 ) -> Config:
     """Options first (a bad option is the user's to fix), then the broker from the Supervisor."""
     options = options_dict(read_options(options_path or data_dir / "options.json"), data_dir)
+    to_config(options)  # checked before the broker is asked, which may be missing too
     broker = fetch_mqtt_service(supervisor_url, token or os.environ.get(TOKEN_ENV))
     return to_config(with_broker(options, broker))
 

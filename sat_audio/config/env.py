@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sat_audio.config.errors import ConfigError, path_text, reason
+from sat_audio.config.errors import ConfigError, reason
 
 _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -37,11 +37,12 @@ def expand(value: Any, path: tuple) -> Any:
             return "${" + name + "}"
         if not _VAR_NAME.fullmatch(name):
             raise ConfigError(
-                f"{path_text(path)}: expected ${{NAME}} with a variable name of letters, digits "
-                f"and _, got ${{{name}}}"
+                f"expected ${{NAME}} with a variable name of letters, digits and _, "
+                f"got ${{{name}}}",
+                path,
             )
         if name not in os.environ:
-            raise ConfigError(f"{path_text(path)}: environment variable {name} is not set")
+            raise ConfigError(f"environment variable {name} is not set", path)
         used = True
         return os.environ[name]
 
@@ -53,7 +54,7 @@ def read_secret(file: str, path: tuple) -> str:
     try:
         secret = Path(file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path_text(path)}: cannot read {file!r} ({reason(err)})") from None
+        raise ConfigError(f"cannot read {file!r} ({reason(err)})", path) from None
     if not secret:
-        raise ConfigError(f"{path_text(path)}: {file!r} is empty; expected the password in it")
+        raise ConfigError(f"{file!r} is empty; expected the password in it", path)
     return secret

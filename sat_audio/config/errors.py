@@ -3,6 +3,7 @@
 Each line names the key path, what is expected and the value given, with secrets masked.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import voluptuous as vol
@@ -13,7 +14,16 @@ from sat_audio.redact import MASK, mask_secrets
 
 
 class ConfigError(SatAudioError):
-    """A configuration problem, reported as one line naming the key path."""
+    """A configuration problem, reported as one line naming the key path.
+
+    `path` is the key path as data (None when the problem has none) and `problem` the line
+    without it, so a front door with its own names (the add-on's options) can say it its way.
+    """
+
+    def __init__(self, problem: str, path: Sequence[Any] | None = None) -> None:
+        super().__init__(problem if path is None else f"{path_text(path)}: {problem}")
+        self.problem = problem
+        self.path = None if path is None else tuple(path)
 
 
 class Said(vol.Invalid):
@@ -25,7 +35,7 @@ def reason(err: Exception) -> str:
     return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
 
 
-def path_text(path: tuple | list) -> str:
+def path_text(path: Sequence[Any]) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
@@ -65,13 +75,13 @@ def _value_at(data: Any, path: list) -> tuple[bool, Any]:
     return True, data
 
 
-def explain(err: vol.Invalid, data: Any) -> str:
+def explain(err: vol.Invalid, data: Any) -> ConfigError:
     """One line: key path, what is expected and the value that was given."""
     path = list(err.path)
     msg = err.msg
     if isinstance(err, vol.RequiredFieldInvalid | Said):
-        return f"{path_text(path)}: {msg}"
+        return ConfigError(msg, path)
     found, value = _value_at(data, path)
     if not found:
-        return f"{path_text(path)}: {msg}"
-    return f"{path_text(path)}: {msg}, got {show(value, path[-1] if path else None)}"
+        return ConfigError(msg, path)
+    return ConfigError(f"{msg}, got {show(value, path[-1] if path else None)}", path)

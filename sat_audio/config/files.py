@@ -162,6 +162,8 @@ def parse_config(data: Mapping[str, Any], *, origin: str | None = None) -> Confi
     try:
         return validate(expand(dict(data), ()))
     except ConfigError as err:
+        if not prefix:
+            raise
         raise ConfigError(f"{prefix}{err}") from None
 
 

@@ -7,6 +7,7 @@ Each validator raises vol.Invalid("expected ..."); `errors.explain` adds the pat
 import difflib
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,41 +34,58 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+# The checks whose bounds, choices and patterns are data (Number, Choice, Match, Maybe), so that
+# another front door (the add-on's option schema) can state the same ones: see `field`.
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number from lo to hi (above lo when lo_open), or an integer."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    integer: bool = False
+
+    @property
+    def expected(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None and not self.lo_open:
+            return f"{kind} from {_fmt(lo)} to {_fmt(hi)}"
+        parts = []
+        if lo is not None:
+            parts.append(f"above {_fmt(lo)}" if self.lo_open else f"at least {_fmt(lo)}")
+        if hi is not None:
+            parts.append(f"at most {_fmt(hi)}")
+        return f"{kind} {' and '.join(parts)}".strip()
+
+    def __call__(self, value: Any) -> Any:
+        lo, hi, integer = self.lo, self.hi, self.integer
+        if isinstance(value, FromEnv):
+            try:
+                value = int(value) if integer else float(value)
+            except ValueError:
+                raise vol.Invalid(f"expected {self.expected}") from None
+        ok = isinstance(value, int) and not isinstance(value, bool) if integer else False
+        ok = ok or (not integer and _is_number(value))
+        if not ok:
+            raise vol.Invalid(f"expected {self.expected}")
+        if lo is not None and (value <= lo if self.lo_open else value < lo):
+            raise vol.Invalid(f"expected {self.expected}")
+        if hi is not None and value > hi:
+            raise vol.Invalid(f"expected {self.expected}")
+        return int(value) if integer else float(value)
+
+
 def _number(
     lo: float | None = None,
     hi: float | None = None,
     *,
     lo_open: bool = False,
     integer: bool = False,
-) -> Callable[[Any], Any]:
-    kind = "an integer" if integer else "a number"
-    if lo is not None and hi is not None and not lo_open:
-        expected = f"{kind} from {_fmt(lo)} to {_fmt(hi)}"
-    else:
-        parts = []
-        if lo is not None:
-            parts.append(f"above {_fmt(lo)}" if lo_open else f"at least {_fmt(lo)}")
-        if hi is not None:
-            parts.append(f"at most {_fmt(hi)}")
-        expected = f"{kind} {' and '.join(parts)}".strip()
-
-    def check(value: Any) -> Any:
-        if isinstance(value, FromEnv):
-            try:
-                value = int(value) if integer else float(value)
-            except ValueError:
-                raise vol.Invalid(f"expected {expected}") from None
-        ok = isinstance(value, int) and not isinstance(value, bool) if integer else False
-        ok = ok or (not integer and _is_number(value))
-        if not ok:
-            raise vol.Invalid(f"expected {expected}")
-        if lo is not None and (value <= lo if lo_open else value < lo):
-            raise vol.Invalid(f"expected {expected}")
-        if hi is not None and value > hi:
-            raise vol.Invalid(f"expected {expected}")
-        return int(value) if integer else float(value)
-
-    return check
+) -> Number:
+    return Number(lo, hi, lo_open, integer)
 
 
 def _fmt(x: float) -> str:
@@ -88,32 +106,55 @@ def _text(value: Any) -> str:
     return value
 
 
-_SLUG = re.compile(r"[a-z0-9_]+")
+@dataclass(frozen=True)
+class Match:
+    """Text that the pattern matches whole."""
+
+    pattern: re.Pattern[str]
+    expected: str
+
+    def __call__(self, value: Any) -> str:
+        if not isinstance(value, str) or not self.pattern.fullmatch(value):
+            raise vol.Invalid(self.expected)
+        return value
 
 
-def _slug(value: Any) -> str:
-    if not isinstance(value, str) or not _SLUG.fullmatch(value):
-        raise vol.Invalid("expected a slug of lowercase letters, digits and _ (like kitchen_2)")
-    return value
+_slug = Match(
+    re.compile(r"[a-z0-9_]+"),
+    "expected a slug of lowercase letters, digits and _ (like kitchen_2)",
+)
 
 
-def _choice(*options: str, fold: bool = False) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        key = value.lower() if fold and isinstance(value, str) else value
-        if key not in options:
-            raise vol.Invalid(f"expected one of {', '.join(options)}")
+@dataclass(frozen=True)
+class Choice:
+    """One of the options (in any case when fold)."""
+
+    options: tuple[str, ...]
+    fold: bool = False
+
+    def __call__(self, value: Any) -> str:
+        key = value.lower() if self.fold and isinstance(value, str) else value
+        if key not in self.options:
+            raise vol.Invalid(f"expected one of {', '.join(self.options)}")
         return key
 
-    return check
+
+def _choice(*options: str, fold: bool = False) -> Choice:
+    return Choice(options, fold)
 
 
-def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """None passes; anything else goes to `check` (YAML `key: null` or `key:`)."""
+@dataclass(frozen=True)
+class Maybe:
+    """None passes (YAML `key: null` or `key:`); anything else goes to `check`."""
 
-    def inner(value: Any) -> Any:
-        return None if value is None else check(value)
+    check: Callable[[Any], Any]
 
-    return inner
+    def __call__(self, value: Any) -> Any:
+        return None if value is None else self.check(value)
+
+
+def _optional(check: Callable[[Any], Any]) -> Maybe:
+    return Maybe(check)
 
 
 def _secret(value: Any) -> str:
@@ -139,16 +180,10 @@ def _string_list(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _topic_part(value: Any) -> str:
-    if (
-        not isinstance(value, str)
-        or not value
-        or any(c in value for c in "+#\0")
-        or value.startswith("/")
-        or value.endswith("/")
-    ):
-        raise vol.Invalid("expected an MQTT topic prefix without +, # or a leading/trailing /")
-    return value
+_topic_part = Match(
+    re.compile(r"[^#+/\x00]([^#+\x00]*[^#+/\x00])?"),
+    "expected an MQTT topic prefix without +, # or a leading/trailing /",
+)
 
 
 def key_name(key: Any) -> str:
@@ -172,11 +207,17 @@ def _keys(allowed: Mapping[str, Any], what: str) -> Callable[[Any], Any]:
     return check
 
 
-def _section(
-    schema: dict, what: str, post: Callable[[dict], dict] | None = None
-) -> Callable[[Any], Any]:
-    steps: list[Callable[[Any], Any]] = [_keys(schema, what), vol.Schema(schema)]
-    return vol.All(*steps, *([post] if post else []))
+class Section(vol.All):
+    """A mapping: its keys known (`what` names them), then each key's check, then `post`'s rules
+    across keys. `keys` is the section's schema, for `field`."""
+
+    def __init__(self, keys: dict, what: str, post: Callable[[dict], dict] | None = None) -> None:
+        super().__init__(_keys(keys, what), vol.Schema(keys), *([post] if post else []))
+        self.keys = keys
+
+
+def _section(schema: dict, what: str, post: Callable[[dict], dict] | None = None) -> Section:
+    return Section(schema, what, post)
 
 
 def _required(key: str, expected: str) -> vol.Required:
@@ -257,7 +298,7 @@ SOURCE_COMMON = {
     vol.Optional("block_seconds", default=0.1): _number(0.01, 2.0),
     vol.Optional("queue_seconds", default=30.0): _number(1.0, 3600.0),
 }
-SOURCE_KIND = {
+SOURCE_KIND: dict[str, dict[Any, Any]] = {
     "mic": {
         vol.Optional("device", default=None): _optional(_device),
         vol.Optional("channel", default=None): _optional(_number(0, 63, integer=True)),
@@ -462,9 +503,18 @@ _LOGGING = _section(
 )
 
 
-def _or_empty(section: Callable[[Any], Any]) -> Callable[[Any], Any]:
+@dataclass(frozen=True)
+class _OrEmpty:
     """`section:` with nothing under it means all defaults."""
-    return lambda value: section({} if value is None else value)
+
+    check: Section
+
+    def __call__(self, value: Any) -> Any:
+        return self.check({} if value is None else value)
+
+
+def _or_empty(section: Section) -> _OrEmpty:
+    return _OrEmpty(section)
 
 
 _TOP = {
@@ -479,56 +529,98 @@ _TOP = {
 SCHEMA = _section(_TOP, "listener, model, sources, detection, mqtt, publishing, logging")
 
 
+_ITEMS: dict[str, Any] = {
+    "sources": {k: v for keys in (SOURCE_COMMON, *SOURCE_KIND.values()) for k, v in keys.items()},
+    "detection.events": _EVENT,
+}
+"""What each item of a list or mapping of sections is checked with, for `field`."""
+
+
+def field(path: str) -> Any:
+    """The check of one key by its path, like "model.threads" or "detection.events.*.hold_s"
+    (* is any item). A `Number`, `Choice`, `Match` or `Maybe` says its bounds, choices or pattern;
+    `detection.events.*` itself is an event, `EVENT_KEY` the check of its key."""
+    check: Any = SCHEMA
+    walked: list[str] = []
+    for part in path.split("."):
+        while isinstance(check, Maybe | _OrEmpty):
+            check = check.check
+        if part == "*":
+            check = _ITEMS[".".join(walked)]
+        else:
+            keys = check.keys if isinstance(check, Section) else check
+            check = next(v for k, v in keys.items() if key_name(k) == part)
+        walked.append(part)
+    return check
+
+
+EVENT_KEY = _slug
+"""The check of an event's key (detection.events.<key>)."""
+
+
 def validate(data: Mapping[str, Any]) -> Config:
-    """Check a configuration mapping against the schema and the limits and build the `Config`."""
+    """The one way to a `Config`: a configuration mapping (config.yaml's layout, ${VAR} already
+    expanded or not used) checked against the schema and the limits. Any front door (a file,
+    the add-on's options, the live view) calls this; a problem raises one `ConfigError` whose
+    `path` names the key."""
     try:
         clean = SCHEMA(data)
     except vol.MultipleInvalid as err:
-        raise ConfigError(explain(err.errors[0], data)) from None
+        raise explain(err.errors[0], data) from None
     except vol.Invalid as err:
-        raise ConfigError(explain(err, data)) from None
+        raise explain(err, data) from None
     config = build(clean)
     if problem := over_limits(config):
-        raise ConfigError(problem)
+        raise problem
     return config
 
 
-def over_limits(config: Config) -> str | None:
+_EVENTS = ("detection", "events")
+
+
+def over_limits(config: Config) -> ConfigError | None:
     """What of the config goes past the protocol's limits (docs/protocol.md, Limits), which
-    Home Assistant's integration enforces by dropping the whole info: one line, or None."""
+    Home Assistant's integration enforces by dropping the whole info: one error, or None."""
     n = len(config.sources)
     if n > wire.MAX_SOURCES:
-        return f"sources: expected at most {wire.MAX_SOURCES} sources, got {n}"
+        return ConfigError(f"expected at most {wire.MAX_SOURCES} sources, got {n}", ["sources"])
     for i, source in enumerate(config.sources):
         if len(source.name) > wire.MAX_TEXT:
-            return f"sources[{i}].name: expected at most {wire.MAX_TEXT} characters"
+            return ConfigError(
+                f"expected at most {wire.MAX_TEXT} characters", ["sources", i, "name"]
+            )
     lid, name = config.listener.id, config.listener.name
     if len(lid) > wire.MAX_SLUG:
-        return f"listener.id: expected at most {wire.MAX_SLUG} characters, got {len(lid)}"
+        problem = f"expected at most {wire.MAX_SLUG} characters, got {len(lid)}"
+        return ConfigError(problem, ["listener", "id"])
     if len(name) > wire.MAX_TEXT:
-        return f"listener.name: expected at most {wire.MAX_TEXT} characters, got {len(name)}"
+        problem = f"expected at most {wire.MAX_TEXT} characters, got {len(name)}"
+        return ConfigError(problem, ["listener", "name"])
     for event in config.detection.events:
         if len(event.labels) > wire.MAX_LABELS:
-            return (
-                f"detection.events.{event.key}.labels: expected at most {wire.MAX_LABELS} "
-                f"labels, got {len(event.labels)}"
+            return ConfigError(
+                f"expected at most {wire.MAX_LABELS} labels, got {len(event.labels)}",
+                ["detection", "events", event.key, "labels"],
             )
     events = wire.published_events([s.name for s in config.sources], config.detection.events)
     if len(events) > wire.MAX_EVENTS:
-        return (
-            f"detection.events: {len(config.detection.events)} events on {n} sources publish "
-            f"{len(events)}; expected at most {wire.MAX_EVENTS} in all"
+        return ConfigError(
+            f"{len(config.detection.events)} events on {n} sources publish {len(events)}; "
+            f"expected at most {wire.MAX_EVENTS} in all",
+            _EVENTS,
         )
     for published in events:
         if len(published.key) > wire.MAX_SLUG:
-            return (
-                f"detection.events: the published event key {published.key!r} (source name and "
-                f"event key) is over {wire.MAX_SLUG} characters"
+            return ConfigError(
+                f"the published event key {published.key!r} (source name and event key) is "
+                f"over {wire.MAX_SLUG} characters",
+                _EVENTS,
             )
         if len(published.name) > wire.MAX_TEXT:
-            return (
-                f"detection.events: event name {show(published.name)} is published with "
-                f"{len(published.name)} characters; expected at most {wire.MAX_TEXT}"
+            return ConfigError(
+                f"event name {show(published.name)} is published with "
+                f"{len(published.name)} characters; expected at most {wire.MAX_TEXT}",
+                _EVENTS,
             )
     # The whole info, each source with the longest error it may report.
     size = len(
@@ -554,8 +646,9 @@ def over_limits(config: Config) -> str | None:
         ).encode()
     )
     if size > wire.MAX_PAYLOAD_BYTES:
-        return (
-            f"detection.events: the listener's info would take up to {size} bytes; expected at "
-            f"most {wire.MAX_PAYLOAD_BYTES} (fewer events, labels or sources)"
+        return ConfigError(
+            f"the listener's info would take up to {size} bytes; expected at most "
+            f"{wire.MAX_PAYLOAD_BYTES} (fewer events, labels or sources)",
+            _EVENTS,
         )
     return None
