@@ -267,6 +267,47 @@ def alone(engine: Engine, repeats: int) -> tuple[float, float, float]:
     return statistics.median(warm[5:]), statistics.median(cold[5:]), statistics.median(idle[5:])
 
 
+def embedding_cost(model: AudioTransformer, onnx_file: Path, chunk_s: float, repeats: int) -> None:
+    """Scores alone against scores with the embedding (custom sounds), per backend, the two taking
+    turns chunk by chunk on the same chunk and state: the embedding is one more output of the
+    same pass, so the ratio should be 1 within the noise."""
+    from sat_audio.model.fast import TorchScorer
+
+    threads = torch.get_num_threads()
+    scorers = {
+        "fast": TorchScorer(model),
+        **{b: onnx_scorer(onnx_file, b, threads) for b in ONNX_BACKENDS},
+    }
+    chunk = 0.1 * np.random.default_rng(0).standard_normal((1, int(chunk_s * SAMPLE_RATE)))
+    chunk = chunk.astype(np.float32)
+    for name, scorer in scorers.items():
+        state = scorer.initial_state(1)
+        took: dict[str, list[float]] = defaultdict(list)
+        with scorer.inference():
+            for i in range(repeats + 5):
+                for kind, run in (("without", scorer.score), ("with", scorer.score_embed)):
+                    start = time.perf_counter()
+                    run(chunk, state)
+                    if i >= 5:
+                        took[kind].append((time.perf_counter() - start) * 1000)
+        without, with_ = (statistics.median(took[k]) for k in ("without", "with"))
+        print(
+            f"SAT_T_2s {chunk_s:>5}s{threads:>4}{name:>10}: scores {without:.3f} ms, scores and "
+            f"embedding {with_:.3f} ms; ratio {with_ / without:.3f}"
+        )
+
+
+def print_embedding_cost(model: AudioTransformer, onnx_file: Path, repeats: int) -> None:
+    print(
+        "\nThe embedding custom sounds learn on (median ms per chunk, one stream, with and "
+        "without it taking turns)"
+    )
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for chunk_s in (2.0, 0.16):
+            embedding_cost(model, onnx_file, chunk_s, repeats)
+
+
 def _category(name: str, shapes: list) -> str:
     if name == "aten::addmm" and len(shapes) > 2 and len(shapes[2]) == 2:
         k, n = shapes[2]
@@ -539,7 +580,17 @@ def main() -> None:
     parser.add_argument(
         "--streams", default="1,16,64,128,256", help="stream counts for the batched run"
     )
+    parser.add_argument(
+        "--embedding-only", action="store_true", help="only the embedding's cost (custom sounds)"
+    )
     args = parser.parse_args()
+    if args.embedding_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            model = build_model(get_spec("SAT_T_2s"))
+            onnx_file = export_onnx(model, Path(tmp) / "SAT_T_2s.onnx")
+            export_onnx(model, int8_file(onnx_file), "int8")
+            print_embedding_cost(model, onnx_file, args.repeats)
+        return
     rates = {threads: matmul_gflops(threads) for threads in (1, 2)}
     print(
         f"{cpu_name()}; torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
@@ -628,6 +679,7 @@ def main() -> None:
         profile_onnx(onnx_files["SAT_T_2s"], 0.16, rates[1])
         for chunk_s in (2.0, 0.16):
             ablate_onnx(onnx_files["SAT_T_2s"], chunk_s, args.repeats)
+        print_embedding_cost(models["SAT_T_2s"], onnx_files["SAT_T_2s"], args.repeats)
         counts = [int(c) for c in args.streams.split(",")]
         capacity = streams_sustained(models["SAT_T_2s"], onnx_files["SAT_T_2s"], 2.0, counts)
         print(

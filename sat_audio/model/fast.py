@@ -106,10 +106,11 @@ class _FastBlock(nn.Module):
 class FastPiece(nn.Module):
     """One piece of log-mel through a streaming model with its memory as explicit tensors.
 
-    forward(mel (B, 64, T), *state) -> (scores (B, 527), *state); T frames give
-    T // 16 patch columns, at most the model's target. model/onnx_export.py writes the same as ONNX.
-    Build it after the weights are loaded: it keeps views of them, and makes each block's to_q and
-    to_kv views of one fused q/kv weight.
+    forward(mel (B, 64, T), *state) -> (scores (B, 527), embedding (B, D), *state); T frames
+    give T // 16 patch columns, at most the model's target. The embedding is the pooled tokens
+    the head reads (AudioTransformer.forward_embed's), a by-product of the pass.
+    model/onnx_export.py writes the same as ONNX. Build it after the weights are loaded: it keeps
+    views of them, and makes each block's to_q and to_kv views of one fused q/kv weight.
     """
 
     @torch.no_grad()
@@ -188,10 +189,12 @@ class FastPiece(nn.Module):
             if i > 0:  # the first block's keys and values are recomputed, see above
                 new_state.append(kv_all[:, :, :, -self.memory_tokens :])
         x = F.layer_norm(x, (dim,), self.norm_w, self.norm_b, LN_EPS).reshape(b, tokens, dim)
-        pooled = x[:, 0] if self.token_pooling else x.mean(dim=1)
-        pooled = F.layer_norm(pooled, (dim,), self.out_norm_w, self.out_norm_b, self.out_norm_eps)
+        embedding = x[:, 0] if self.token_pooling else x.mean(dim=1)
+        pooled = F.layer_norm(
+            embedding, (dim,), self.out_norm_w, self.out_norm_b, self.out_norm_eps
+        )
         scores = torch.sigmoid(F.linear(pooled, self.out_w, self.out_b))
-        return (scores, *new_state)
+        return (scores, embedding, *new_state)
 
 
 class TorchScorer:
@@ -231,23 +234,33 @@ class TorchScorer:
 
     def score(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """(B, S) float32 samples and the batch's state -> (B, 527) scores, new state."""
+        scores, _, state = self.score_embed(chunks, state)
+        return scores, state
+
+    def score_embed(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
+        """score, with each chunk's embedding (B, D) from the same pass."""
         with torch.inference_mode():
             wave = torch.from_numpy(chunks)
             if self._piece is None:
-                scores, memory = self.model(wave, torch.stack(state) if state else None)
-                return scores.numpy(), () if memory is None else tuple(memory)
+                memory = torch.stack(state) if state else None
+                scores, embedding, memory = self.model.forward_embed(wave, memory)
+                return scores.numpy(), embedding.numpy(), () if memory is None else tuple(memory)
             mel = self.model.front_end(wave)
             target = self.spec.target_frames
             if mel.shape[-1] < PATCH:
                 raise SatAudioError(short_piece_error(mel.shape[-1]))
             pieces = mel.split(target, dim=-1) if mel.shape[-1] > target else (mel,)
-            outs = []
+            outs, embeddings = [], []
             for piece in pieces:
                 if piece.shape[-1] < target and len(pieces) > 1:
                     continue  # upstream: a short last piece of a long chunk is dropped
-                scores, *state = self._piece(piece, *state)
+                scores, embedding, *state = self._piece(piece, *state)
                 outs.append(scores)
-            return torch.stack(outs, dim=-1).mean(dim=-1).numpy(), tuple(state)
+                embeddings.append(embedding)
+            if len(outs) == 1:
+                return outs[0].numpy(), embeddings[0].numpy(), tuple(state)
+            mean_scores = torch.stack(outs, dim=-1).mean(dim=-1)
+            return mean_scores.numpy(), torch.stack(embeddings, -1).mean(-1).numpy(), tuple(state)
 
     @contextmanager
     def inference(self) -> Iterator[None]:

@@ -9,7 +9,11 @@ small: 12 nodes a block. It computes what model/fast.FastPiece computes, after n
     state_0 (B, M, D)      the first block's memory, as FastPiece
     past_i (2, B, heads, M, D / heads) for each later block i: its memory's keys and values, as
         Attention takes them (the runtime holds them batch first, as the fast path does)
-        -> scores (B, 527), new_state_0, new_past_1, new_past_2, ...
+        -> scores (B, 527), new_state_0, new_past_1, new_past_2, ..., embedding (B, D)
+
+The embedding is the pooled tokens the head reads (AudioTransformer.forward_embed's): custom
+sounds (sat_audio/custom.py) are learned on it. An export without it (before it was added)
+still scores; OnnxScorer.score_embed then asks for a new export.
 
 The dB floor comes from the whole chunk, as in the torch model. M is free: the runtime starts
 from an empty memory (M = 0) to compute the state after a memory-length of silence, as the torch
@@ -255,20 +259,21 @@ def build_graph(spec: ModelSpec, state: State) -> "onnx.ModelProto":
         new_states.extend(new_state)
     x = g.op("Reshape", g.layer_norm(x, state, "norm"), shapes["tokens"])
     if spec.pooling == "token":
-        pooled = g.op("Gather", x, g.const("first_token", 0), axis=1)
+        embedding = g.op("Gather", x, g.const("first_token", 0), axis=1)
     else:
-        pooled = g.op("ReduceMean", x, "token_axis", keepdims=0)
-    pooled = g.layer_norm(pooled, state, "outputlayer.0", HEAD_LN_EPS)
+        embedding = g.op("ReduceMean", x, "token_axis", keepdims=0)
+    pooled = g.layer_norm(embedding, state, "outputlayer.0", HEAD_LN_EPS)
     head = (state["outputlayer.1.weight"], state["outputlayer.1.bias"])
     scores = g.op("Sigmoid", g.linear(pooled, *head, "outputlayer.1"))
-    return _model_proto(g, spec.depth, heads, dim, [scores, *new_states])
+    return _model_proto(g, spec.depth, heads, dim, [scores, *new_states, embedding])
 
 
 def _model_proto(
     g: _Graph, depth: int, heads: int, dim: int, outputs: list[str]
 ) -> "onnx.ModelProto":
     onnx = g.onnx
-    rename = dict(zip(outputs, ["scores", *state_names(depth, "new_")], strict=True))
+    names = ["scores", *state_names(depth, "new_"), "embedding"]
+    rename = dict(zip(outputs, names, strict=True))
     for node in g.nodes:
         node.output[:] = [rename.get(o, o) for o in node.output]
         node.input[:] = [rename.get(i, i) for i in node.input]
@@ -286,6 +291,7 @@ def _model_proto(
     outs = [
         value("scores", f32, ["batch", N_CLASSES]),
         *(value("new_" + n, f32, shapes.get(n, kv)) for n in state_names(depth)),
+        value("embedding", f32, ["batch", dim]),
     ]
     graph = onnx.helper.make_graph(
         g.nodes, "sat_audio", inputs, outs, list(g.initializers.values())

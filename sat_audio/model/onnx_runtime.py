@@ -114,7 +114,10 @@ class OnnxScorer:
             self.spec = ModelSpec(**json.loads(meta["sat_audio.spec"]))
             found = meta["sat_audio.precision"]
             self._inputs = [i.name for i in self.session.get_inputs()]
-            self._outputs = [o.name for o in self.session.get_outputs()]
+            outputs = [o.name for o in self.session.get_outputs()]
+            self._embeds = "embedding" in outputs  # not in exports made before it was added
+            self._outputs = [o for o in outputs if o != "embedding"]
+            self._export = export
             self._silence = self._silence_state()
         except Exception as err:  # onnxruntime raises its own types for a bad file
             raise SatAudioError(
@@ -145,6 +148,23 @@ class OnnxScorer:
         return tuple(np.repeat(s, batch, axis=0) for s in self._silence)
 
     def score(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        scores, _, state = self._run(chunks, state, embed=False)
+        return scores, state
+
+    def score_embed(self, chunks: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
+        """score, with each chunk's embedding (B, D): one more output of the same run."""
+        if not self._embeds:
+            raise SatAudioError(
+                f"this ONNX export has no embedding output (made by an older version), which "
+                f"custom sounds need; re-export it with `{self._export}`"
+            )
+        scores, embedding, state = self._run(chunks, state, embed=True)
+        assert embedding is not None
+        return scores, embedding, state
+
+    def _run(
+        self, chunks: np.ndarray, state: State, embed: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, State]:
         power = power_spectrum(chunks)
         target = self.spec.target_frames
         frames = power.shape[1]
@@ -154,13 +174,19 @@ class OnnxScorer:
             bounds = [(start, start + target) for start in starts]
         else:
             bounds = [(0, frames // PATCH * PATCH)]
-        outs = []
+        names = [*self._outputs, "embedding"] if embed else self._outputs
+        outs, embeddings = [], []
         for start, end in bounds:
             feed = self.graph_inputs(power, start, end, state)
-            scores, first, *pasts = self.session.run(self._outputs, feed)
+            scores, first, *pasts = self.session.run(names, feed)
+            if embed:
+                embeddings.append(pasts.pop())
             state = (first, *(p.swapaxes(0, 1) for p in pasts))  # batch first again, as views
             outs.append(scores)
-        return np.mean(outs, axis=0) if len(outs) > 1 else outs[0], state
+        embedding = None
+        if embed:
+            embedding = np.mean(embeddings, axis=0) if len(outs) > 1 else embeddings[0]
+        return np.mean(outs, axis=0) if len(outs) > 1 else outs[0], embedding, state
 
     def graph_inputs(
         self, power: np.ndarray, start: int, end: int, state: State

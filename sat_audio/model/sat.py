@@ -160,12 +160,21 @@ class AudioTransformer(nn.Module):
     def forward(
         self, wave: torch.Tensor, memory: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        scores, _, memory = self.forward_embed(wave, memory)
+        return scores, memory
+
+    def forward_embed(
+        self, wave: torch.Tensor, memory: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """forward, with the chunk's embedding (B, D) from the same pass: the pooled tokens the
+        head reads, before its LayerNorm (a chunk of several pieces: their mean)."""
         x = self.init_bn(self.front_end(wave).unsqueeze(1))
         if x.shape[-1] < PATCH:
             raise SatAudioError(short_piece_error(x.shape[-1]))
         if self.spec.streaming:
             return self._forward_stream(x, memory)
-        return self._forward_vit(x), None
+        scores, embedding = self._forward_vit(x)
+        return scores, embedding, None
 
     def check_chunk(self, samples: int) -> None:
         """Raise before any audio arrives if chunks of this many samples cannot be scored."""
@@ -195,7 +204,7 @@ class AudioTransformer(nn.Module):
 
     def _forward_stream(
         self, x: torch.Tensor, memory: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         target = self.spec.target_frames
         if x.shape[-1] > target:
             # upstream: a chunk longer than the target runs as target-length pieces through the
@@ -203,23 +212,27 @@ class AudioTransformer(nn.Module):
             pieces = [p for p in x.split(target, dim=-1) if p.shape[-1] == target]
         else:
             pieces = [x]
-        outs = []
+        outs, embeddings = [], []
         for piece in pieces:
             tokens, memory = self._features(piece, memory)
-            outs.append(self._head(tokens))
-        return torch.stack(outs, dim=-1).mean(dim=-1), memory
+            embeddings.append(self._pool(tokens))
+            outs.append(self._head(embeddings[-1]))
+        embedding = torch.stack(embeddings, dim=-1).mean(dim=-1)
+        return torch.stack(outs, dim=-1).mean(dim=-1), embedding, memory
 
-    def _forward_vit(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_vit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         target = self.spec.target_frames
         if x.shape[-1] <= target + PATCH - 1:
-            return self._head(self._features(x, None)[0])
+            pooled = self._pool(self._features(x, None)[0])
+            return self._head(pooled), pooled
         pieces = list(x.split(target, dim=-1))
         last = pieces.pop()
         if last.shape[-1] < target:
             pieces.append(F.pad(last, (0, target - last.shape[-1])))
         # upstream: when the input is an exact multiple of the target, its last piece is dropped.
-        scores = self._head(self._features(torch.cat(pieces, dim=0), None)[0])
-        return scores.reshape(len(pieces), x.shape[0], -1).mean(dim=0)
+        pooled = self._pool(self._features(torch.cat(pieces, dim=0), None)[0])
+        scores = self._head(pooled).reshape(len(pieces), x.shape[0], -1).mean(dim=0)
+        return scores, pooled.reshape(len(pieces), x.shape[0], -1).mean(dim=0)
 
     def _features(
         self, x: torch.Tensor, memory: torch.Tensor | None
@@ -256,8 +269,10 @@ class AudioTransformer(nn.Module):
             new_memory = stacked[:, :, -self.memory_tokens :]
         return self.norm(x), new_memory
 
-    def _head(self, tokens: torch.Tensor) -> torch.Tensor:
-        pooled = tokens[:, 0] if self.spec.pooling == "token" else tokens.mean(dim=1)
+    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 0] if self.spec.pooling == "token" else tokens.mean(dim=1)
+
+    def _head(self, pooled: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.outputlayer(pooled))
 
 
