@@ -5,11 +5,16 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from sat_audio import BACKENDS, PRECISIONS, __version__
 from sat_audio.errors import SatAudioError
 from sat_audio.redact import log_to_stderr, mask_secrets
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sat_audio.config import Config
 
 DEFAULT_MODEL = "SAT_T_2s"
 
@@ -194,6 +199,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from sat_audio import SAMPLE_RATE
     from sat_audio.audio import read_audio
     from sat_audio.config import load_config
+    from sat_audio.custom import custom_labels, with_custom_sounds
     from sat_audio.engine import Engine, load_scorer
     from sat_audio.rules import Detector
 
@@ -205,7 +211,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         # the configuration's variant is its own checkpoint's, not -m's
         model = replace(model, name=args.model or model.name, variant=args.variant)
     scorer = load_scorer(model)
-    engine = Engine(scorer, model.chunk_seconds or scorer.spec.chunk_s)
+    chunk_s = model.chunk_seconds or scorer.spec.chunk_s
+    custom = custom_labels(e.labels for e in config.detection.events)
+    engine = Engine(with_custom_sounds(scorer, custom, chunk_s, model.dir), chunk_s)
     waves = [(path, read_audio(path)) for path in args.files]
     for path, wave in waves:
         # Each recording is its own stream, starting from silence as the listener's does, so a
@@ -230,6 +238,54 @@ def cmd_detect(args: argparse.Namespace) -> int:
                     f"score {t.score:.3f}  peak {t.peak:.3f}  lasted {t.duration_s:.2f}s"
                 )
     return 0
+
+
+def cmd_teach(args: argparse.Namespace) -> int:
+    from sat_audio.audio import read_audio
+    from sat_audio.config import load_config
+    from sat_audio.custom import sound_path, teach
+    from sat_audio.engine import load_scorer
+    from sat_audio.labels import custom_name
+
+    name = custom_name(args.name)
+    if not args.clips and args.record is None:
+        raise SatAudioError("name at least one example CLIP, or --record SECONDS")
+    config = load_config(args.config)
+    examples = [(path.name, read_audio(path)) for path in args.clips]
+    if args.record is not None:
+        examples.append(_record(config, args.source, args.record))
+    background = [(path.name, read_audio(path)) for path in args.background]
+    scorer = load_scorer(config.model)
+    chunk_s = config.model.chunk_seconds or scorer.spec.chunk_s
+    sound, fit = teach(name, scorer, examples, background, chunk_s)
+    path = sound.save(sound_path(name, config.model.dir))
+    print(
+        f"taught {sound.label} on {sound.variant} from {len(examples)} example(s): "
+        f"{fit.recall:.0%} of {fit.example_chunks} example chunks and "
+        f"{fit.false_positive_rate:.1%} of {fit.background_chunks} background chunks score "
+        "0.5 or more"
+    )
+    print(f"saved {path}; use the label {sound.label} in an event's labels")
+    return 0
+
+
+def _record(config: "Config", source: str | None, seconds: float) -> tuple[str, "np.ndarray"]:
+    """An example recorded now from a configured source (the first unless named)."""
+    from sat_audio.custom import record
+    from sat_audio.sources import open_source
+
+    names = [s.name for s in config.sources]
+    chosen = [s for s in config.sources if source in (None, s.name)]
+    if not chosen:
+        raise SatAudioError(f"no source {source!r} in the configuration; sources: {names}")
+    src = open_source(chosen[0])
+    print(f"recording {seconds:g} s from source {src.name}: make the sound now", file=sys.stderr)
+    src.start()
+    try:
+        wave = record(src, seconds, timeout_s=seconds + 30.0)
+    finally:
+        src.stop()
+    return f"{src.name} (recorded)", wave
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -440,6 +496,44 @@ def build_parser() -> argparse.ArgumentParser:
         "config's model.variant, unless -m is given)",
     )
     detect.add_argument("--json", action="store_true", help="one JSON object per transition")
+
+    teach = add(
+        "teach",
+        cmd_teach,
+        "Teach a sound of your own from a few examples; events then use the label custom:NAME.",
+    )
+    teach.add_argument("name", metavar="NAME", help="the sound's name: a-z, 0-9 and _")
+    teach.add_argument(
+        "clips",
+        nargs="*",
+        type=Path,
+        metavar="CLIP",
+        help="example recordings, 3-5 work best (wav, flac or ogg; any rate; a saved clip)",
+    )
+    teach.add_argument(
+        "--background",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="recordings of the place without the sound (default: generated noise and tones)",
+    )
+    teach.add_argument(
+        "--record",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="also record an example of this many seconds from a configured source, now",
+    )
+    teach.add_argument("--source", default=None, help="the source --record uses (default: first)")
+    teach.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration whose model (and model.dir) the sound is taught for (default: "
+        "$SAT_AUDIO_CONFIG, ./config.yaml, built-in defaults)",
+    )
 
     calibrate = add(
         "calibrate",

@@ -1,12 +1,20 @@
-"""The 527 AudioSet classes in the models' output order (models/audioset_labels.csv)."""
+"""The 527 AudioSet classes in the models' output order (models/audioset_labels.csv), and the
+custom sounds' labels (`custom:NAME`, sat_audio/custom.py) whose columns follow them."""
 
 import csv
 import difflib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from sat_audio.errors import SatAudioError
 from sat_audio.model.registry import data_dir
+
+CUSTOM_PREFIX = "custom:"
+"""A label of this form names a taught sound, not an AudioSet class."""
+CUSTOM_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
+"""A custom sound's name: a slug, as an event's key, so it is also a safe file name."""
 
 
 @dataclass(frozen=True)
@@ -56,3 +64,32 @@ def search(text: str) -> list[Label]:
     """Labels whose name or mid contains the text, ignoring case."""
     needle = text.casefold()
     return [lab for lab in all_labels() if needle in lab.name.casefold() or needle in lab.mid]
+
+
+def label_index(name: str, custom: Sequence[str] = ()) -> int:
+    """The column of a label in a chunk's scores: AudioSet's 527, then the custom labels loaded
+    (custom, in their order)."""
+    if name.startswith(CUSTOM_PREFIX):
+        if name not in custom:
+            raise SatAudioError(f"{name} is not among the custom sounds loaded")
+        return len(all_labels()) + list(custom).index(name)
+    return find(name).index
+
+
+def custom_name(label: str) -> str:
+    """The name of a custom sound (`custom:NAME` or NAME, any case), or one clear line."""
+    text = label.strip()
+    bare = text[len(CUSTOM_PREFIX) :] if text.casefold().startswith(CUSTOM_PREFIX) else text
+    if not CUSTOM_NAME.fullmatch(bare.casefold()):
+        raise SatAudioError(
+            f"custom sound name {bare!r}: use 1-40 letters, digits and _ (starting with a letter "
+            "or digit)"
+        )
+    return bare.casefold()
+
+
+def canonical(text: str) -> str:
+    """A configured label's one spelling: `custom:NAME` checked, or AudioSet's display name."""
+    if text.strip().casefold().startswith(CUSTOM_PREFIX):
+        return CUSTOM_PREFIX + custom_name(text)
+    return find(text).name

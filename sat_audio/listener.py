@@ -18,6 +18,7 @@ from types import FrameType
 
 from sat_audio import SAMPLE_RATE
 from sat_audio.config import Config
+from sat_audio.custom import custom_labels, with_custom_sounds
 from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.labels import all_labels
 from sat_audio.memory import release_free_heap, release_startup_code
@@ -162,6 +163,9 @@ class Listener:
         cfg = self.config
         model = load_scorer(cfg.model)
         chunk_s = cfg.model.chunk_seconds or model.spec.chunk_s
+        custom = custom_labels(e.labels for e in cfg.detection.events)
+        model = with_custom_sounds(model, custom, chunk_s, cfg.model.dir)
+        self._labels.extend(custom)  # their columns follow AudioSet's in the scores
         self.chunk_s = chunk_s
         self.model_name = model.spec.name
         engine = Engine(model, chunk_s, [s.name for s in cfg.sources])

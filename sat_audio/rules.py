@@ -16,8 +16,9 @@ from enum import Enum
 import numpy as np
 
 from sat_audio.config import EventConfig
+from sat_audio.custom import custom_labels
 from sat_audio.engine import ChunkResult
-from sat_audio.labels import find
+from sat_audio.labels import label_index
 
 EPS = 1e-9
 """Slack for comparing sums of chunk times (0.1 + 0.2 != 0.3 in floating point)."""
@@ -87,11 +88,18 @@ class Phase(Enum):
 class EventRule:
     """The state machine of one event on one stream."""
 
-    def __init__(self, cfg: EventConfig, min_level_dbfs: float | None, source: str) -> None:
+    def __init__(
+        self,
+        cfg: EventConfig,
+        min_level_dbfs: float | None,
+        source: str,
+        custom: Sequence[str] = (),
+    ) -> None:
+        """custom: the custom labels whose columns follow AudioSet's, in order."""
         self.cfg = cfg
         self.source = source
         self.gate = cfg.min_level_dbfs if cfg.min_level_dbfs is not None else min_level_dbfs
-        self.indices = np.array([find(name).index for name in cfg.labels])
+        self.indices = np.array([label_index(name, custom) for name in cfg.labels])
         self.smoother = Smoother(cfg.smoothing, cfg.smoothing_chunks)
         self.phase = Phase.IDLE
         self.since = 0.0  # PENDING: when the score first crossed on
@@ -217,7 +225,8 @@ class Detector:
         source: str = "",
     ) -> None:
         self.source = source
-        self._rules = [EventRule(ev, min_level_dbfs, source) for ev in events]
+        custom = custom_labels(ev.labels for ev in events)  # as the listener loads them
+        self._rules = [EventRule(ev, min_level_dbfs, source, custom) for ev in events]
 
     def update(self, chunk: ChunkResult) -> list[Transition]:
         """Transitions caused by this chunk, in the configured order of the events."""

@@ -18,7 +18,7 @@ from sat_audio.config.env import FromEnv, read_secret
 from sat_audio.config.errors import ConfigError, Said, explain, show
 from sat_audio.config.model import Config, build
 from sat_audio.errors import SatAudioError
-from sat_audio.labels import find
+from sat_audio.labels import canonical
 from sat_audio.model.onnx_int8 import int8_plan
 from sat_audio.model.registry import registry
 from sat_audio.publish import protocol as wire
@@ -354,7 +354,8 @@ def _sources(value: Any) -> list[dict]:
 
 
 def _labels(value: Any) -> tuple[str, ...]:
-    """AudioSet display names or mids, any case, canonicalised to display names."""
+    """AudioSet display names or mids, any case, canonicalised to display names; or custom
+    sounds' labels, custom:NAME (their files are checked when the model loads)."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
         raise vol.Invalid("expected a list of one or more AudioSet labels")
@@ -363,7 +364,7 @@ def _labels(value: Any) -> tuple[str, ...]:
         if not isinstance(item, str):
             raise vol.Invalid("expected an AudioSet label name or mid", [i])
         try:
-            name = find(item).name
+            name = canonical(item)  # custom:NAME too
         except SatAudioError as err:
             raise Said(str(err), [i]) from None
         if name in names:
