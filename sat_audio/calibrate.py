@@ -182,6 +182,36 @@ def _off_for(event: EventConfig, keep_off: str) -> tuple[str, Callable[[float], 
     raise SatAudioError(f"keep_off must be one of {', '.join(KEEP_OFF)}, got {keep_off!r}")
 
 
+class _SoundReplay:
+    """A sound event over a series: its score as the thresholds see it (combined, smoothed) and
+    the listener's EventRule replayed with any thresholds."""
+
+    def __init__(
+        self, event: EventConfig, segments: Sequence[Series], min_level_dbfs: float | None
+    ) -> None:
+        self.event = event
+        self.segments = segments
+        self.min_level_dbfs = min_level_dbfs
+        self.scores = _smoothed(event, segments)
+        gate = EventRule(event, min_level_dbfs, "").gate
+        self.open = [None if gate is None else seg.level_dbfs >= gate for seg in segments]
+
+    def tuned(self, on: float, off: float) -> EventConfig:
+        return dataclasses.replace(self.event, on_threshold=on, off_threshold=off)
+
+    def count(self, on: float, off: float) -> int:
+        return count_starts(self.tuned(on, off), self.segments, self.scores, self.min_level_dbfs)
+
+    def bound(self, on: float) -> int:
+        """Runs of chunks at or above on (and above the gate): each start needs one of its own,
+        as an end between two starts needs a chunk below off, so below on."""
+        runs = 0
+        for scores, open_ in zip(self.scores, self.open, strict=True):
+            above = scores >= on if open_ is None else (scores >= on) & open_
+            runs += int(above[0]) + int(np.count_nonzero(above[1:] & ~above[:-1]))
+        return runs
+
+
 def calibrate_series(
     series: Series | Sequence[Series],
     events: Sequence[EventConfig],
@@ -208,14 +238,12 @@ def calibrate_series(
     candidates = grid(step, lowest)
     reports = []
     for event in filter(scored, events):
-        smoothed = _smoothed(event, segments)
-        values = np.concatenate(smoothed)
-        starts = count_starts(event, segments, smoothed, min_level_dbfs)
+        replay = _SoundReplay(event, segments, min_level_dbfs)
+        starts = replay.count(event.on_threshold, event.off_threshold)
         rule, off_for = _off_for(event, keep_off)
-        suggested, lower = _search(
-            event, off_for, candidates, allowed, segments, smoothed, min_level_dbfs
-        )
-        judged = _with_on(event, suggested[0], off_for) if suggested else event
+        suggested, lower = _search(candidates, off_for, replay.bound, replay.count, allowed)
+        judged = replay.tuned(*suggested) if suggested else event
+        values = np.concatenate(replay.scores)
         reports.append(
             EventReport(
                 key=event.key,
@@ -235,7 +263,7 @@ def calibrate_series(
                 keep_off=rule,
                 suggested_on=suggested[0] if suggested else None,
                 suggested_off=suggested[1] if suggested else None,
-                suggested_starts=suggested[2] if suggested else None,
+                suggested_starts=replay.count(*suggested) if suggested else None,
                 lower_on=lower[0] if lower else None,
                 lower_starts=lower[1] if lower else None,
                 positives=tuple(
@@ -247,35 +275,25 @@ def calibrate_series(
     return reports
 
 
-def _with_on(event: EventConfig, on: float, off_for: Callable[[float], float]) -> EventConfig:
-    return dataclasses.replace(event, on_threshold=on, off_threshold=off_for(on))
-
-
 def _search(
-    event: EventConfig,
-    off_for: Callable[[float], float],
     candidates: Sequence[float],
+    off_for: Callable[[float], float],
+    bound: Callable[[float], int],
+    count: Callable[[float, float], int],
     allowed: int,
-    segments: Sequence[Series],
-    smoothed: Sequence[np.ndarray],
-    min_level_dbfs: float | None,
-) -> tuple[tuple[float, float, int] | None, tuple[float, int] | None]:
+) -> tuple[tuple[float, float] | None, tuple[float, int] | None]:
     """From the top of the grid down, while each threshold gives at most `allowed` starts: the
-    last such (on, off, starts), and the first that gives more (on, starts). Counts need not fall
-    as thresholds rise (a higher off ends episodes sooner), so every step is replayed."""
-    top = max(float(s.max()) for s in smoothed if s.size)
-    suggested: tuple[float, float, int] | None = None
+    last such (on, off), and the first that gives more (on, starts). Counts need not fall as
+    thresholds rise (a higher off ends episodes sooner), so every step is checked: by the rules'
+    replay, unless its stretches above on are too few to give more than allowed."""
+    suggested: tuple[float, float] | None = None
     for on in reversed(candidates):
-        if off_for(on) <= 0:
+        off = off_for(on)
+        if off <= 0:
             break  # lower thresholds cannot keep this distance: no valid configuration
-        n = (
-            0
-            if on > top
-            else count_starts(_with_on(event, on, off_for), segments, smoothed, min_level_dbfs)
-        )
-        if n > allowed:
+        if bound(on) > allowed and (n := count(on, off)) > allowed:
             return suggested, (on, n)
-        suggested = (on, off_for(on), n)
+        suggested = (on, off)
     return suggested, None
 
 

@@ -6,6 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sat_audio.calibrate import (
     DAY_S,
@@ -90,6 +92,44 @@ def test_suggestion_keeps_its_promise(event: EventConfig, four_days: list[ChunkR
     assert starts(below, four_days) == report.lower_starts > 4
     assert report.keep_off == "ratio 0.75"
     assert report.suggested_off == pytest.approx(report.suggested_on * 0.75)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(0, 0.99), min_size=1, max_size=80),
+    levels=st.lists(st.sampled_from([-60.0, -20.0]), min_size=80, max_size=80),
+    timing=st.tuples(*[st.sampled_from([0.0, 1.0, 3.0])] * 3),
+    smoothing=st.sampled_from([None, "ema", "median"]),
+    allowed=st.integers(0, 3),
+)
+def test_every_step_above_the_suggestion_keeps_it(values, levels, timing, smoothing, allowed):
+    """On any stream, with any timing, smoothing and gate, the listener's Detector gives at most
+    the allowed starts at the suggestion and at every step above it, and more one step below;
+    steps skipped without a replay (too few stretches above on) included."""
+    event = replace(
+        GLASS_EVENT,
+        min_duration_s=timing[0],
+        hold_s=timing[1],
+        cooldown_s=timing[2],
+        smoothing=smoothing,
+        min_level_dbfs=-40.0,
+    )
+    chunks = [
+        ChunkResult("mic", i, float(i), i + 1.0, _scores(v), levels[i])
+        for i, v in enumerate(values)
+    ]
+    per_day = allowed * DAY_S / len(values) + 1e-6
+    [report] = calibrate_series(
+        Series.from_chunks(chunks, [event]), [event], per_day=per_day, step=0.05
+    )
+    assert report.suggested_on is not None
+    for on in np.arange(report.suggested_on, 1.0001, 0.05):
+        assert starts(replace(event, on_threshold=on, off_threshold=on * 0.75), chunks) <= allowed
+    at = replace(event, on_threshold=report.suggested_on, off_threshold=report.suggested_off)
+    assert starts(at, chunks) == report.suggested_starts
+    if report.lower_on is not None:
+        below = replace(event, on_threshold=report.lower_on, off_threshold=report.lower_on * 0.75)
+        assert starts(below, chunks) == report.lower_starts > allowed
 
 
 def test_count_extrapolates_from_the_length(four_days: list[ChunkResult]):
