@@ -19,6 +19,7 @@ import yaml
 
 from sat_audio import SAMPLE_RATE
 from sat_audio.config import Config, EventConfig
+from sat_audio.custom import custom_labels, with_custom_sounds
 from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.errors import SatAudioError
 from sat_audio.rules import EventRule, Smoother, combine
@@ -68,7 +69,12 @@ class SeriesBuilder:
     """Collects a stream's chunks into a Series, keeping only what the events' rules need."""
 
     def __init__(self, events: Sequence[EventConfig]) -> None:
-        self._events = [(ev, EventRule(ev, None, "").indices) for ev in events if scored(ev)]
+        """events: all the configuration's, so custom labels' columns are where the engine's
+        scorer puts them (custom.with_custom_sounds)."""
+        custom = custom_labels(ev.labels for ev in events)
+        self._events = [
+            (ev, EventRule(ev, None, "", custom).indices) for ev in events if scored(ev)
+        ]
         self._start: list[float] = []
         self._end: list[float] = []
         self._level: list[float] = []
@@ -143,11 +149,13 @@ def count_starts(
     series: Sequence[Series],
     smoothed: Sequence[np.ndarray],
     min_level_dbfs: float | None,
+    custom: Sequence[str] = (),
 ) -> int:
-    """Starts the listener's state machine gives over the series, fresh rules per segment."""
+    """Starts the listener's state machine gives over the series, fresh rules per segment;
+    custom: the custom labels loaded (custom.custom_labels of every event)."""
     starts = 0
     for seg, scores in zip(series, smoothed, strict=True):
-        advance = EventRule(event, min_level_dbfs, "calibrate").advance
+        advance = EventRule(event, min_level_dbfs, "calibrate", custom).advance
         for score, start, end, level in zip(
             scores.tolist(),
             seg.start_s.tolist(),
@@ -187,20 +195,27 @@ class _SoundReplay:
     the listener's EventRule replayed with any thresholds."""
 
     def __init__(
-        self, event: EventConfig, segments: Sequence[Series], min_level_dbfs: float | None
+        self,
+        event: EventConfig,
+        segments: Sequence[Series],
+        min_level_dbfs: float | None,
+        custom: Sequence[str],
     ) -> None:
         self.event = event
         self.segments = segments
         self.min_level_dbfs = min_level_dbfs
+        self.custom = custom
         self.scores = _smoothed(event, segments)
-        gate = EventRule(event, min_level_dbfs, "").gate
+        gate = EventRule(event, min_level_dbfs, "", custom).gate
         self.open = [None if gate is None else seg.level_dbfs >= gate for seg in segments]
 
     def tuned(self, on: float, off: float) -> EventConfig:
         return dataclasses.replace(self.event, on_threshold=on, off_threshold=off)
 
     def count(self, on: float, off: float) -> int:
-        return count_starts(self.tuned(on, off), self.segments, self.scores, self.min_level_dbfs)
+        return count_starts(
+            self.tuned(on, off), self.segments, self.scores, self.min_level_dbfs, self.custom
+        )
 
     def bound(self, on: float) -> int:
         """Runs of chunks at or above on (and above the gate): each start needs one of its own,
@@ -236,9 +251,10 @@ def calibrate_series(
     audio_s = sum(seg.seconds for seg in segments)
     allowed = math.floor(per_day * audio_s / DAY_S + 1e-9)
     candidates = grid(step, lowest)
+    custom = custom_labels(e.labels for e in events)
     reports = []
     for event in filter(scored, events):
-        replay = _SoundReplay(event, segments, min_level_dbfs)
+        replay = _SoundReplay(event, segments, min_level_dbfs, custom)
         starts = replay.count(event.on_threshold, event.off_threshold)
         rule, off_for = _off_for(event, keep_off)
         suggested, lower = _search(candidates, off_for, replay.bound, replay.count, allowed)
@@ -267,7 +283,7 @@ def calibrate_series(
                 lower_on=lower[0] if lower else None,
                 lower_starts=lower[1] if lower else None,
                 positives=tuple(
-                    _positive(name, clip, judged, min_level_dbfs)
+                    _positive(name, clip, judged, min_level_dbfs, custom)
                     for name, clip in (positives or {}).items()
                 ),
             )
@@ -298,7 +314,11 @@ def _search(
 
 
 def _positive(
-    name: str, clip: Series, event: EventConfig, min_level_dbfs: float | None
+    name: str,
+    clip: Series,
+    event: EventConfig,
+    min_level_dbfs: float | None,
+    custom: Sequence[str],
 ) -> Positive:
     smoothed = _smoothed(event, [clip])
     peak = float(smoothed[0].max()) if smoothed[0].size else 0.0
@@ -306,7 +326,7 @@ def _positive(
         name=name,
         peak=peak,
         margin=peak - event.on_threshold,
-        fires=count_starts(event, [clip], smoothed, min_level_dbfs) > 0,
+        fires=count_starts(event, [clip], smoothed, min_level_dbfs, custom) > 0,
     )
 
 
@@ -395,10 +415,10 @@ def calibrate_files(
 ) -> list[EventReport]:
     """The configured model over each recording (each its own stream), then calibrate_series;
     positive clips are scored the same way, one stream each."""
-    if not config.detection.events:
+    every = config.detection.events
+    if not every:
         raise SatAudioError("the configuration has no events under detection.events to calibrate")
-    events = [e for e in config.detection.events if scored(e)]
-    if not events:
+    if not any(map(scored, every)):
         raise SatAudioError(
             "no event of the configuration is scored by labels; loud events are not calibrated"
         )
@@ -409,7 +429,9 @@ def calibrate_files(
     for path in positives:
         _check_audio(path)
     scorer = load_scorer(config.model)
-    engine = Engine(scorer, config.model.chunk_seconds or scorer.spec.chunk_s)
+    chunk_s = config.model.chunk_seconds or scorer.spec.chunk_s
+    custom = custom_labels(e.labels for e in every)
+    engine = Engine(with_custom_sounds(scorer, custom, chunk_s, config.model.dir), chunk_s)
     from tqdm import tqdm
 
     with tqdm(
@@ -419,15 +441,15 @@ def calibrate_files(
         leave=False,
         disable=None if progress and seconds > 600 else True,
     ) as bar:
-        series = [score_recording(engine, path, events, bar.update) for path in recordings]
+        series = [score_recording(engine, path, every, bar.update) for path in recordings]
     names = [path.name for path in positives]
     clips = {
-        name if names.count(name) == 1 else str(path): score_recording(engine, path, events)
+        name if names.count(name) == 1 else str(path): score_recording(engine, path, every)
         for name, path in zip(names, positives, strict=True)
     }
     return calibrate_series(
         series,
-        events,
+        every,
         config.detection.min_level_dbfs,
         per_day=per_day,
         step=step,

@@ -4,6 +4,7 @@ against the listener's Detector replaying the same chunks; positive clips; bad i
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,15 @@ import soundfile as sf
 import yaml
 
 from sat_audio.audio import read_audio
-from sat_audio.calibrate import DAY_S, Series, calibrate_series, read_blocks
+from sat_audio.calibrate import DAY_S, Series, calibrate_files, calibrate_series, read_blocks
 from sat_audio.cli import main
 from sat_audio.config import load_config, parse_config
+from sat_audio.custom import sound_path
 from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.rules import Detector
 from tests.checkpoints import save_upstream, upstream_name
 from tests.test_cli_detect import loud_fires
+from tests.test_custom import a_sound
 from tests.waiting import PATIENCE_S
 
 RATE = 16000
@@ -181,6 +184,27 @@ def test_positive_clips_and_snippet(config: Path, short_room: Path, clips: tuple
         assert set(values) == {"on_threshold", "off_threshold"}
         raw["detection"]["events"][key].update(values)
     parse_config(raw)
+
+
+def test_counts_match_detect_with_a_custom_sound(
+    config: Path, short_room: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """With the current settings, calibrate counts the starts `sat-audio detect` prints for the
+    same recording, an event on a custom:NAME label included (its column appended as detect
+    appends it)."""
+    folder = tmp_path / "models"
+    a_sound("door").save(sound_path("door", folder))
+    raw = yaml.safe_load(config.read_text())
+    raw["model"]["dir"] = str(folder)
+    raw["detection"]["events"]["door"] = {"labels": ["custom:door", "Glass"], "on_threshold": 0.6}
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["detect", "--json", "-c", str(path), str(short_room)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    detected = Counter(t["event"] for t in lines if t["type"] == "start")
+    reports = calibrate_files(load_config(path), [short_room])
+    assert {r.key: r.starts for r in reports} == {k: detected[k] for k in ("glass", "dog", "door")}
+    assert detected["door"] > 0
 
 
 def test_blocks_read_as_detect_reads(noise_wav: Path, short_room: Path):
