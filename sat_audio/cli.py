@@ -516,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=[],
         metavar="FILE",
-        help="recordings of the place without the sound (default: generated noise and tones)",
+        help="recordings of the place without the sound (generated noise is always added)",
     )
     teach.add_argument(
         "--record",

@@ -51,7 +51,11 @@ live stream the sound falls anywhere within a chunk."""
 MIX_SNRS_DB = (None, 30.0, 20.0, 10.0)
 """Each example is taught as recorded (None) and mixed with background at these
 signal-to-noise ratios: a sound is heard over the room's own noise."""
-L2 = 0.1
+PITCH_FACTORS = (0.5, 2.0)
+"""Each example, played this many times as fast (an octave down and up), is taught as not the
+sound: without it, any sound that is not the room's noise scores high (benchmarks/teach_quality.py:
+closer factors cost recall at low signal-to-noise ratios)."""
+L2 = 0.01
 """The probe's L2 penalty on standardised embeddings (benchmarks/teach_quality.py)."""
 MAX_BACKGROUND_S = 600.0
 """Background beyond this many seconds is not used: enough for a probe of a few hundred inputs."""
@@ -323,6 +327,12 @@ def _at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     return np.clip(signal + gain * noise[: signal.size], -1.0, 1.0).astype(np.float32)
 
 
+def _pitched(wave: np.ndarray, factor: float) -> np.ndarray:
+    """The wave played `factor` times as fast: pitch and tempo scaled alike."""
+    n = max(1, int(wave.size / factor))
+    return np.interp(np.arange(n) * factor, np.arange(wave.size), wave).astype(np.float32)
+
+
 def generic_background(seconds: float = 4.0, seed: int = 0) -> list[np.ndarray]:
     """Sounds that are nobody's custom sound, added to any background: silence, white, pink and
     brown noise at several levels, mains hum and clicks. No tones: a doorbell or a beep is one,
@@ -362,7 +372,9 @@ def teaching_set(
 
     Each example runs after a chunk of lead-in (a live stream's memory has heard the room first),
     at several offsets within a chunk (LEADS), as recorded and mixed with background at each of
-    MIX_SNRS_DB; its chunks within EXAMPLE_RANGE_DB of its loudest count as the sound.
+    MIX_SNRS_DB; its chunks within EXAMPLE_RANGE_DB of its loudest count as the sound. The
+    negatives: the background, generic noise (generic_background), and the examples at other
+    pitches (PITCH_FACTORS).
     """
     chunk = int(chunk_seconds * SAMPLE_RATE)
     noise = np.concatenate(background or generic_background()[6:8])  # pink noise
@@ -395,6 +407,18 @@ def teaching_set(
         )
     generic = np.stack([_padded(w, chunk) for w in generic_background()])
     negatives = list(embed(scorer, generic, chunk))
+    for wave in examples:  # the same sound at other pitches is another sound
+        shifted = [_pitched(wave, factor) for factor in PITCH_FACTORS]
+        longest = _padded(np.zeros(max(w.size for w in shifted) + chunk), chunk).size
+        placed = np.zeros((len(shifted), longest), np.float32)
+        for row, w in zip(placed, shifted, strict=True):
+            row[chunk : chunk + w.size] = w
+        got = embed(scorer, placed, chunk)
+        for w, rows in zip(placed, got, strict=True):
+            levels = _chunk_levels(w, chunk)
+            negatives.append(
+                rows[(levels >= levels.max() - EXAMPLE_RANGE_DB) & (levels > SILENT_DBFS)]
+            )
     budget = int(MAX_BACKGROUND_S * SAMPLE_RATE)
     for wave in background:
         wave = _padded(wave[:budget], chunk)
