@@ -17,6 +17,7 @@ from functools import partial
 from types import FrameType
 
 from sat_audio import SAMPLE_RATE
+from sat_audio.clips import Clips, clips_folder, ring_seconds
 from sat_audio.config import Config
 from sat_audio.custom import custom_labels, with_custom_sounds
 from sat_audio.engine import ChunkResult, Engine, load_scorer
@@ -27,6 +28,9 @@ from sat_audio.publish.protocol import (
     Payload,
     PublishedEvent,
     Topics,
+    active_payload,
+    clip_name,
+    clips_entry,
     discovery_configs,
     event_key,
     info_payload,
@@ -130,6 +134,13 @@ class Listener:
             for src in names
             for e in config.detection.events
         }
+        self._origin = {key: src_event for src_event, key in self._keys.items()}
+        self._disabled = {e.key for e in self.events if not e.enabled}
+        """Published keys switched off now: by config, then by Home Assistant's commands."""
+        self._enable: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
+        self._active: list[str] = []
+        self._clip_of: dict[str, str] = {}  # episode id -> its clip's name
+        self.clips: Clips | None = None
         topics = Topics(
             config.mqtt.topic_prefix if config.mqtt else "sat_audio", config.listener.id
         )
@@ -147,7 +158,7 @@ class Listener:
         self._settled = False
         self.chunk_s = config.model.chunk_seconds or 0.0
         self.model_name = config.model.name
-        self._info_sig: tuple[bool, list[Payload], int] | None = None
+        self._info_sig: tuple[bool, list[Payload], int, list[str]] | None = None
         self._info_at = 0.0
         self._switched_at = -INFO_MIN_INTERVAL_S  # when a command last published info at once
 
@@ -156,6 +167,10 @@ class Listener:
     def command_listening(self, on: bool) -> None:
         """The privacy switch; applied by the main loop."""
         self._commands.put(on)
+
+    def command_enabled(self, key: str, on: bool) -> None:
+        """An event's switch; applied by the main loop."""
+        self._enable.put((key, on))
 
     # -- main loop ------------------------------------------------------------------------------
 
@@ -185,10 +200,14 @@ class Listener:
             ", ".join(e.key for e in self.events) or "none",
             where,
         )
+        self.clips = self._make_clips(chunk_s)
+        self.publisher.on_enabled(self.command_enabled)
         self.publisher.start(self.command_listening)
         self.publisher.listening(True)
         for ev in self.events:
             self.publisher.state(ev.key, False)
+            self.publisher.enabled(ev.key, ev.key not in self._disabled)
+        self.publisher.active(active_payload([]))
         try:
             for src in sources:
                 src.start()
@@ -230,8 +249,26 @@ class Listener:
 
     def _detector(self, source: str) -> Detector:
         return Detector(
-            self.config.detection.events, self.config.detection.min_level_dbfs, source=source
+            self.config.detection.events,
+            self.config.detection.min_level_dbfs,
+            source=source,
+            disabled={ev for src, ev in (self._origin[k] for k in self._disabled) if src == source},
         )
+
+    def _make_clips(self, chunk_s: float) -> Clips | None:
+        """Clips, when some event keeps them: a ring for each source that has such an event."""
+        cfg = self.config
+        clip_events = [e for e in cfg.detection.events if e.clip is not None]
+        if not clip_events:
+            return None
+        rings = {
+            s.name: ring_seconds(clip_events, chunk_s, MAX_BLOCKS_PER_TURN * s.block_seconds)
+            for s in cfg.sources
+        }
+        publish = self.publisher.clip if cfg.clips.publish and cfg.mqtt is not None else None
+        folder = clips_folder(cfg.clips.dir)
+        log.info("keeping clips of %s in %s", ", ".join(e.key for e in clip_events), folder)
+        return Clips(cfg.clips, folder, rings, publish)
 
     def _loop(self, engine: Engine, stop: threading.Event) -> int:
         """Until stopped (exit code 0) or every source has ended: 1 if each of them failed, so
@@ -239,6 +276,7 @@ class Listener:
         timeout = READ_TIMEOUT_S / max(1, len(self._streams))
         while not stop.is_set():
             self._apply_commands(engine)
+            self._apply_enabled()
             for name, st in self._streams.items():
                 if st.finished:
                     continue
@@ -248,6 +286,10 @@ class Listener:
                     if self.listening:
                         engine.feed(name, got[0])
                         st.fed(got[0].size, got[1])
+                        if self.clips is not None:
+                            self.clips.audio(name, got[0])
+                        for t in st.detector.audio(got[0]):
+                            self._emit(st, t)
                     n += 1
                     got = st.source.read_stamped(0.0) if n < MAX_BLOCKS_PER_TURN else None
                 if n == 0 and st.source.finished:
@@ -257,6 +299,8 @@ class Listener:
                         self._timed(partial(engine.flush, name)) if self.listening else []
                     )
                     self._end_open(st)
+                    if self.clips is not None:
+                        self.clips.finish(name)
             results = self._timed(engine.drain)
             self._process(results)
             if results and not self._settled:
@@ -318,6 +362,7 @@ class Listener:
 
     def _emit(self, st: _Stream, t: Transition) -> None:
         key = self._keys[(st.source.name, t.event)]
+        clip = self._clip(st, key, t)
         payload = transition_payload(
             transition_id=t.id,
             kind=t.type,
@@ -329,16 +374,80 @@ class Listener:
             start_wall=st.wall(t.start_s),
             end_wall=None if t.end_s is None else st.wall(t.end_s),
             duration_s=t.duration_s,
+            clip=clip,
+            reason=t.reason,
         )
         self.transitions += 1
-        log.info("%s %s: %s score %.2f peak %.2f", key, t.type, t.label, t.score, t.peak)
+        if t.label is None:
+            log.info("%s %s: level %.1f peak %.1f dBFS", key, t.type, t.score, t.peak)
+        else:
+            log.info("%s %s: %s score %.2f peak %.2f", key, t.type, t.label, t.score, t.peak)
         self.publisher.transition(key, payload)
         self.publisher.state(key, t.type == "start")
+        self._publish_active()
 
-    def _end_open(self, st: _Stream) -> None:
+    def _clip(self, st: _Stream, key: str, t: Transition) -> str | None:
+        """The clip's name of the episode, when its event keeps clips; the clip starts with it
+        and ends post_s after it."""
+        if self.clips is None:
+            return None
+        cfg = next(e for e in self.config.detection.events if e.key == t.event)
+        if cfg.clip is None:
+            return None
+        name = st.source.name
+        if t.type == "start":
+            clip = clip_name(key, st.wall(t.start_s), t.id, self.config.clips.format)
+            self.clips.start(name, t.id, clip, cfg.clip, t.start_s)
+            self._clip_of[t.id] = clip
+            return clip
+        self.clips.end(name, t.id, t.end_s if t.end_s is not None else t.start_s)
+        return self._clip_of.pop(t.id, None)
+
+    def _publish_active(self) -> None:
+        """The keys of the events on now, when that set changed."""
+        on = {
+            self._keys[(name, event)]
+            for name, st in self._streams.items()
+            for event in st.detector.active()
+        }
+        active = [e.key for e in self.events if e.key in on]
+        if active != self._active:
+            self._active = active
+            self.publisher.active(active_payload(active))
+
+    def _end_open(self, st: _Stream, reason: str = "stopped") -> None:
         """End the stream's open events at the last analysed moment."""
-        for t in st.detector.close(st.last_end_s):
+        for t in st.detector.close(st.last_end_s, reason):
             self._emit(st, t)
+
+    def _apply_enabled(self) -> None:
+        """Home Assistant's event switches since the last turn, in order. Off ends the event's
+        open episode at once; the report and info follow every command."""
+        changed = False
+        while True:
+            try:
+                key, on = self._enable.get_nowait()
+            except queue.Empty:
+                break
+            if key not in self._origin:
+                log.debug("ignoring the switch of %s: no such event here", key)
+                continue
+            self.publisher.enabled(key, on)
+            if on == (key not in self._disabled):
+                continue
+            changed = True
+            source, event = self._origin[key]
+            if on:
+                self._disabled.discard(key)
+            else:
+                self._disabled.add(key)
+            log.info("event %s switched %s", key, "on" if on else "off")
+            st = self._streams.get(source)
+            if st is not None:
+                for t in st.detector.set_enabled(event, on):
+                    self._emit(st, t)
+        if changed:
+            self._publish_info(force=True)
 
     def _apply_commands(self, engine: Engine) -> None:
         """The switch's commands since the last turn: the last one wins, so a flood of them
@@ -362,8 +471,10 @@ class Listener:
                 log.info("listening resumed")
             else:
                 for name, st in self._streams.items():
-                    self._end_open(st)
+                    self._end_open(st, "paused")
                     engine.reset(name)
+                    if self.clips is not None:
+                        self.clips.finish(name)
                 log.info("listening paused: audio is read and discarded, not analysed")
             self.listening = on
         self.publisher.listening(self.listening)
@@ -391,13 +502,19 @@ class Listener:
             )
         return entries
 
+    def _clips_entry(self) -> Payload | None:
+        c = self.config.clips
+        if self.clips is None:
+            return None
+        return clips_entry(c.format, c.publish, c.max_count, c.max_age_days, c.max_total_mb)
+
     def _publish_info(self, *, force: bool = False) -> None:
         """Re-publish info when health changed, at most every INFO_MIN_INTERVAL_S."""
         now = time.monotonic()
         if not force and now - self._info_at < INFO_MIN_INTERVAL_S:
             return
         sources = self._source_entries()
-        sig = (self.listening, sources, self.publisher.dropped)
+        sig = (self.listening, sources, self.publisher.dropped, sorted(self._disabled))
         if not force and sig == self._info_sig:
             return
         self._info_sig, self._info_at = sig, now
@@ -411,6 +528,8 @@ class Listener:
                 started=self._started,
                 sources=sources,
                 events=self.events,
+                disabled=self._disabled,
+                clips=self._clips_entry(),
                 counters={
                     "chunks": self.chunks,
                     "transitions": self.transitions,
@@ -429,8 +548,11 @@ class Listener:
         for st in self._streams.values():
             if not st.finished:
                 self._end_open(st)
+        if self.clips is not None:
+            self.clips.close(SHUTDOWN_FLUSH_S)
         for ev in self.events:
             self.publisher.state(ev.key, False)
+        self.publisher.active(active_payload([]))
         if self.publisher.close(SHUTDOWN_FLUSH_S):
             log.info("stopped cleanly")
 

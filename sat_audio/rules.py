@@ -2,19 +2,24 @@
 
 Each event combines its labels' scores into one, optionally smooths it, gates it on the chunk's
 volume, and switches with hysteresis: it starts after the score stays at or above `on_threshold`
-for `min_duration_s`, and ends after it stays below `off_threshold` for `hold_s`. Everything is
-driven by the chunks' stream timestamps, never the wall clock, so a file replays identically.
+for `min_duration_s`, and ends after it stays below `off_threshold` for `hold_s`. A loud event
+(kind loud) runs the same machine on the level alone, measured on short frames of the audio as it
+is read (FRAME_S), so a burst shorter than a chunk counts and the model's pace does not matter.
+Everything is driven by the stream timestamps, never the wall clock, so a file replays
+identically.
 """
 
+import math
 import statistics
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
 
+from sat_audio import SAMPLE_RATE
 from sat_audio.config import EventConfig
 from sat_audio.custom import custom_labels
 from sat_audio.engine import ChunkResult
@@ -22,6 +27,8 @@ from sat_audio.labels import label_index
 
 EPS = 1e-9
 """Slack for comparing sums of chunk times (0.1 + 0.2 != 0.3 in floating point)."""
+FRAME_S = 0.1
+"""Loud events measure the level on frames this long."""
 
 
 @dataclass(frozen=True)
@@ -32,12 +39,13 @@ class Transition:
     type: str  # "start" | "end"
     event: str
     source: str
-    label: str
-    score: float
+    label: str | None  # None for a loud event
+    score: float  # a loud event's are levels in dBFS
     peak: float
     start_s: float
     end_s: float | None
     duration_s: float
+    reason: str | None = None  # on an end: quiet, disabled, paused or stopped
 
 
 def combine(values: np.ndarray, how: str) -> float:
@@ -111,7 +119,8 @@ class EventRule:
         self.cooldown_until = float("-inf")
         self.prev_end: float | None = None
         self.score = 0.0
-        self.label = cfg.labels[0]
+        self.label: str | None = cfg.labels[0] if cfg.labels else None
+        self.enabled = True  # Detector.set_enabled: off, the rule is skipped
         self.gated = False  # the last chunk was below the volume gate
 
     def update(self, chunk: ChunkResult) -> Transition | None:
@@ -129,6 +138,12 @@ class EventRule:
         self.gated = gated = self.gate is not None and level_dbfs < self.gate
         above_on = not gated and score >= self.cfg.on_threshold
         below_off = gated or score < self.cfg.off_threshold
+        return self._step(start_s, end_s, above_on, below_off)
+
+    def _step(
+        self, start_s: float, end_s: float, above_on: bool, below_off: bool
+    ) -> Transition | None:
+        """The hysteresis, for one stretch of the stream (a chunk, or a loud event's frame)."""
         gap = self.prev_end is not None and start_s > self.prev_end + EPS
         self.prev_end = end_s
 
@@ -141,7 +156,7 @@ class EventRule:
             if self.below_since is None:
                 self.below_since = start_s
             if end_s - self.below_since + EPS >= self.cfg.hold_s:
-                return self._end(self.above_off_until)
+                return self._end(self.above_off_until, "quiet")
             return None
 
         if self.phase is Phase.PENDING and (not above_on or gap):
@@ -183,24 +198,24 @@ class EventRule:
         self.below_since = None
         return self._transition("start", None)
 
-    def _end(self, end_s: float) -> Transition:
+    def _end(self, end_s: float, reason: str) -> Transition:
         end_s = max(end_s, self.start_s)
         self.phase = Phase.IDLE
         self.cooldown_until = end_s + self.cfg.cooldown_s
-        return self._transition("end", end_s)
+        return self._transition("end", end_s, reason)
 
-    def close(self, at_s: float | None) -> Transition | None:
+    def close(self, at_s: float | None, reason: str = "stopped") -> Transition | None:
         """End an open episode: at the end of its last loud chunk if it was already fading."""
         if self.phase is Phase.PENDING:
             self.phase = Phase.IDLE
         if self.phase is not Phase.ACTIVE:
             return None
         if self.below_since is not None:
-            return self._end(self.above_off_until)
+            return self._end(self.above_off_until, reason)
         last = self.prev_end if self.prev_end is not None else self.above_off_until
-        return self._end(at_s if at_s is not None else last)
+        return self._end(at_s if at_s is not None else last, reason)
 
-    def _transition(self, kind: str, end_s: float | None) -> Transition:
+    def _transition(self, kind: str, end_s: float | None, reason: str | None = None) -> Transition:
         return Transition(
             id=self.id,
             type=kind,
@@ -212,7 +227,65 @@ class EventRule:
             start_s=self.start_s,
             end_s=end_s,
             duration_s=0.0 if end_s is None else end_s - self.start_s,
+            reason=reason,
         )
+
+
+class LoudRule(EventRule):
+    """A loud event: the same hysteresis on the level of FRAME_S frames, in dBFS (on at or
+    above on_dbfs, off below off_dbfs); no labels, no volume gate, chunks are ignored."""
+
+    def __init__(self, cfg: EventConfig, source: str) -> None:
+        super().__init__(cfg, None, source)
+        self.score = -120.0
+
+    def update(self, chunk: ChunkResult) -> Transition | None:
+        return None
+
+    def close(self, at_s: float | None, reason: str = "stopped") -> Transition | None:
+        """At its own last frame: the last chunk's end may lie before or after it."""
+        return super().close(None, reason)
+
+    def frame(self, start_s: float, end_s: float, level: float) -> Transition | None:
+        """One frame's level."""
+        self.score = level
+        on, off = self.cfg.on_dbfs, self.cfg.off_dbfs
+        assert on is not None and off is not None  # the config sets both for kind loud
+        return self._step(start_s, end_s, level >= on, level < off)
+
+
+class LevelFrames:
+    """Cuts a stream's blocks, whatever their size, into FRAME_S frames and gives each frame's
+    RMS level (as engine.level_dbfs does a chunk's, of the audio as the engine takes it: samples
+    that are not numbers are silence, the rest clipped to full scale), with its place in the
+    stream."""
+
+    def __init__(self) -> None:
+        self.size = round(FRAME_S * SAMPLE_RATE)
+        self.at = 0  # samples of the stream framed so far
+        self._sum = 0.0
+        self._n = 0
+
+    def feed(self, samples: np.ndarray) -> list[tuple[float, float, float]]:
+        """(start_s, end_s, level_dbfs) of every frame this block completes."""
+        out = []
+        pos = 0
+        while pos < samples.size:
+            part = samples[pos : pos + self.size - self._n]
+            if not np.isfinite(part).all():  # as the engine takes it: silence
+                part = np.nan_to_num(part, nan=0.0, posinf=0.0, neginf=0.0)
+            part = np.clip(part, -1.0, 1.0)
+            self._sum += float(np.einsum("i,i->", part, part))
+            self._n += part.size
+            pos += part.size
+            if self._n == self.size:
+                rms = math.sqrt(self._sum / self._n)
+                level = max(-120.0, 20.0 * math.log10(max(rms, 1e-6)))
+                start = self.at / SAMPLE_RATE
+                self.at += self._n
+                out.append((start, self.at / SAMPLE_RATE, level))
+                self._sum, self._n = 0.0, 0
+        return out
 
 
 class Detector:
@@ -223,10 +296,21 @@ class Detector:
         events: Sequence[EventConfig],
         min_level_dbfs: float | None = None,
         source: str = "",
+        disabled: Collection[str] = (),
     ) -> None:
         self.source = source
         custom = custom_labels(ev.labels for ev in events)  # as the listener loads them
-        self._rules = [EventRule(ev, min_level_dbfs, source, custom) for ev in events]
+        self._rules = [
+            LoudRule(ev, source)
+            if ev.kind == "loud"
+            else EventRule(ev, min_level_dbfs, source, custom)
+            for ev in events
+        ]
+        for rule in self._rules:
+            rule.enabled = rule.cfg.key not in disabled
+        self._loud = [rule for rule in self._rules if isinstance(rule, LoudRule)]
+        self.frames = LevelFrames() if self._loud else None
+        """None when no event is loud: then no frame's level is measured at all."""
 
     def update(self, chunk: ChunkResult) -> list[Transition]:
         """Transitions caused by this chunk, in the configured order of the events."""
@@ -234,13 +318,34 @@ class Detector:
         for rule in self._rules:
             if not rule.source:
                 rule.source = chunk.stream
-            if (t := rule.update(chunk)) is not None:
+            if rule.enabled and (t := rule.update(chunk)) is not None:
                 out.append(t)
         return out
 
-    def close(self, at_s: float | None = None) -> list[Transition]:
-        """End every open event (shutdown, end of file); `at_s` = stream time it stops."""
-        return [t for rule in self._rules if (t := rule.close(at_s)) is not None]
+    def audio(self, samples: np.ndarray) -> list[Transition]:
+        """Transitions of the loud events caused by a block of audio as it is read."""
+        if self.frames is None:
+            return []
+        out = []
+        for start_s, end_s, level in self.frames.feed(samples):
+            for rule in self._loud:
+                if rule.enabled and (t := rule.frame(start_s, end_s, level)) is not None:
+                    out.append(t)
+        return out
+
+    def set_enabled(self, key: str, on: bool) -> list[Transition]:
+        """Switch an event on or off; off ends its open episode at once (reason disabled)."""
+        out = []
+        for rule in self._rules:
+            if rule.cfg.key == key:
+                rule.enabled = on
+                if not on and (t := rule.close(None, "disabled")) is not None:
+                    out.append(t)
+        return out
+
+    def close(self, at_s: float | None = None, reason: str = "stopped") -> list[Transition]:
+        """End every open event (shutdown, end of file, pause); `at_s` = stream time it stops."""
+        return [t for rule in self._rules if (t := rule.close(at_s, reason)) is not None]
 
     @property
     def rules(self) -> list[EventRule]:

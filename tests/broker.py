@@ -93,6 +93,7 @@ class Broker:
         certs: Certs | None = None,
         require_certificate: bool = False,
         persistence: bool = False,
+        max_packet_size: int | None = None,
     ) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -121,6 +122,9 @@ class Broker:
             lines += [f"cafile {certs.ca}", f"certfile {certs.server_cert}"]
             lines += [f"keyfile {certs.server_key}", "tls_version tlsv1.2"]
             lines.append(f"require_certificate {str(require_certificate).lower()}")
+        if max_packet_size is not None:
+            # told to MQTT 5 clients in CONNACK; a client that sends more is disconnected
+            lines.append(f"max_packet_size {max_packet_size}")
         if persistence:
             # Save on every change, so a SIGKILLed broker keeps sessions and queued messages.
             store = folder / "store"

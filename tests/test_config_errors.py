@@ -226,7 +226,7 @@ CORPUS = [
         "detection: {events: {glass: {labels: [glass], threshold: 0.5}}}",
         "detection.events.glass.threshold: unknown key 'threshold'; did you mean 'on_threshold'? "
         "expected one of name, labels, combine, on_threshold, off_threshold, min_duration_s, "
-        "hold_s, cooldown_s, min_level_dbfs, smoothing, smoothing_chunks",
+        "hold_s, cooldown_s, min_level_dbfs, smoothing, smoothing_chunks, kind, enabled, clip",
     ),
     (
         "event key not a slug",
@@ -365,7 +365,7 @@ CORPUS = [
         "unknown section",
         "colour: red",
         "colour: unknown key 'colour'; expected one of listener, model, sources, detection, mqtt, "
-        "publishing, logging",
+        "publishing, logging, clips",
     ),
     # secrets from the environment
     (

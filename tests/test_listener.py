@@ -185,7 +185,8 @@ def test_run_publishes_status_info_states_and_transitions(
     for ep, (start, end) in zip(eps, [(2.0, 4.0), (6.0, 9.0)], strict=True):
         s, e = ep["start"], ep["end"]
         assert s["id"] == e["id"] and len(s["id"]) == 32
-        assert (s["v"], s["event"], s["source"], s["label"]) == (1, "dog", "mic", "Bark")
+        assert (s["v"], s["event"], s["source"], s["label"]) == (2, "dog", "mic", "Bark")
+        assert e["reason"] == "quiet" and s["clip"] is None
         assert s["end"] is None and e["end"] is not None
         assert s["score"] > 0.99 and e["peak"] > 0.99
         assert e["duration_s"] == pytest.approx(end - start)
@@ -198,12 +199,13 @@ def test_run_publishes_status_info_states_and_transitions(
     late.wait_text(STATE, "OFF")
     late.wait_text(f"{BASE}/listening", "ON")
     info = late.wait_for(lambda: late.last(f"{BASE}/info"), "info").json()
-    assert info["v"] == 1 and info["id"] == ID and info["name"] == "End to end"
+    assert info["v"] == 2 and info["id"] == ID and info["name"] == "End to end"
     assert info["model"] == "SAT_T_2s" and info["chunk_s"] == 1.0 and info["listening"] is True
     assert info["events"] == [
-        {"key": "dog", "name": "Dog", "source": "mic", "labels": ["Bark"],
-         "on_threshold": 0.5, "off_threshold": 0.3}
+        {"key": "dog", "name": "Dog", "source": "mic", "kind": "sound", "labels": ["Bark"],
+         "on_threshold": 0.5, "off_threshold": 0.3, "enabled": True, "clip": False}
     ]  # fmt: skip
+    assert info["clips"] is None
     assert info["sources"][0]["name"] == "mic" and info["sources"][0]["kind"] == "file"
     assert set(info["counters"]) >= {"chunks", "mqtt_dropped", "mqtt_queued"}
     assert all(m.retain for m in late.messages)
@@ -448,6 +450,8 @@ def test_discovery_configs_follow_the_setting(
         f"homeassistant/binary_sensor/{node}/dog/config",
         f"homeassistant/sensor/{node}/level_mic/config",
         f"homeassistant/switch/{node}/listening/config",
+        f"homeassistant/switch/{node}/dog-enabled/config",
+        f"homeassistant/binary_sensor/{node}/any-sound/config",
     }
     sub.wait_for(lambda: all(sub.on(t) and sub.last(t).payload == b"" for t in topics))
     assert {m.topic for m in sub.messages} == topics
@@ -475,7 +479,7 @@ def test_scores_and_level_are_rate_limited(
     (scores,) = sub.on(f"{BASE}/scores")
     (level,) = sub.on(f"{BASE}/level/mic")
     p = scores.json()
-    assert (p["v"], p["source"], len(p["top"])) == (1, "mic", 2)
+    assert (p["v"], p["source"], len(p["top"])) == (2, "mic", 2)
     assert p["top"][0]["label"] == "Bark" and p["top"][0]["score"] > 0.99
     assert float(level.text) == pytest.approx(p["level_dbfs"], abs=0.05)
     assert -14 < p["level_dbfs"] < -12  # a 0.3 sine is -13.5 dBFS

@@ -7,8 +7,13 @@ from datetime import datetime
 import numpy as np
 
 from sat_audio.publish.protocol import (
+    CLIP_NAME,
+    END_REASONS,
     PublishedEvent,
     Topics,
+    active_payload,
+    clip_name,
+    clips_entry,
     discovery_configs,
     discovery_filter,
     event_key,
@@ -64,7 +69,7 @@ def test_transition_payload_fields() -> None:
         duration_s=4.5,
     )
     assert p == {
-        "v": 1,
+        "v": 2,
         "id": "ab12",
         "type": "end",
         "event": "dog",
@@ -75,6 +80,8 @@ def test_transition_payload_fields() -> None:
         "start": "2023-11-14T22:13:20.000+00:00",
         "end": "2023-11-14T22:13:24.500+00:00",
         "duration_s": 4.5,
+        "clip": None,
+        "reason": None,
     }
     assert datetime.fromisoformat(p["end"]).timestamp() == 1_700_000_004.5
 
@@ -92,7 +99,7 @@ def test_info_payload_carries_sources_events_and_counters() -> None:
         events=EVENTS,
         counters={"chunks": 3},
     )
-    assert info["v"] == 1 and info["id"] == "kitchen" and info["listening"] is False
+    assert info["v"] == 2 and info["id"] == "kitchen" and info["listening"] is False
     assert info["started"] == iso_time(0.0) == "1970-01-01T00:00:00.000+00:00"
     assert info["sources"] == [
         {
@@ -110,11 +117,15 @@ def test_info_payload_carries_sources_events_and_counters() -> None:
             "key": "glass_breaking",
             "name": "Glass breaking",
             "source": "mic",
+            "kind": "sound",
             "labels": ["Glass", "Shatter"],
             "on_threshold": 0.45,
             "off_threshold": 0.3,
+            "enabled": True,
+            "clip": False,
         }
     ]
+    assert info["clips"] is None
     json.dumps(info)  # serialisable as is
 
 
@@ -126,7 +137,7 @@ def test_scores_payload_is_top_k_in_order() -> None:
         source="mic", wall=0.0, level_dbfs=-32.54, scores=scores, names=names, top_k=2
     )
     assert p["top"] == [{"label": "l7", "score": 0.9}, {"label": "l9", "score": 0.5}]
-    assert p["level_dbfs"] == -32.5 and p["v"] == 1 and p["source"] == "mic"
+    assert p["level_dbfs"] == -32.5 and p["v"] == 2 and p["source"] == "mic"
 
 
 def test_discovery_configs_point_at_the_listener_topics() -> None:
@@ -144,7 +155,13 @@ def test_discovery_configs_point_at_the_listener_topics() -> None:
     assert level["state_topic"] == T.level("mic") and level["unit_of_measurement"] == "dBFS"
     switch = configs[f"homeassistant/switch/{node}/listening/config"]
     assert (switch["command_topic"], switch["state_topic"]) == (T.listening_set, T.listening)
-    assert len(configs) == 3
+    enable = configs[f"homeassistant/switch/{node}/glass_breaking-enabled/config"]
+    assert enable["state_topic"] == T.enabled("glass_breaking")
+    assert enable["command_topic"] == T.enabled_set("glass_breaking")
+    assert enable["retain"] is True and enable["unique_id"] == f"{node}_glass_breaking_enabled"
+    anything = configs[f"homeassistant/binary_sensor/{node}/any-sound/config"]
+    assert anything["state_topic"] == anything["json_attributes_topic"] == T.active
+    assert len(configs) == 5
     # The clean-up subscription matches every one of them and nothing of another listener.
     pattern = discovery_filter("homeassistant", "kitchen").split("/")
     for topic in configs:
@@ -166,3 +183,61 @@ def test_stdout_prints_transitions_and_scores_as_json_lines() -> None:
     assert pub.close(1.0) is True
     lines = out.getvalue().splitlines()
     assert [json.loads(line) for line in lines] == [{"v": 1, "type": "start"}, {"v": 1, "top": []}]
+
+
+LOUD = PublishedEvent(
+    "bang", "mic", "Bang", (), 0.0, 0.0, kind="loud", enabled=True, clip=True,
+    on_dbfs=-20.0, off_dbfs=-26.0,
+)  # fmt: skip
+
+
+def test_protocol_2_topics() -> None:
+    assert T.active == "sat_audio/kitchen/active"
+    assert T.enabled("dog") == "sat_audio/kitchen/event/dog/enabled"
+    assert T.enabled_set("dog") == "sat_audio/kitchen/event/dog/enabled/set"
+    assert T.enabled_set_filter == "sat_audio/kitchen/event/+/enabled/set"
+    assert T.clip("a.flac") == "sat_audio/kitchen/clip/a.flac"
+    assert T.enabled_key("sat_audio/kitchen/event/dog/enabled/set") == "dog"
+    assert T.enabled_key("sat_audio/kitchen/event/dog/enabled") is None
+    assert T.enabled_key("sat_audio/kitchen/event//enabled/set") is None
+    assert T.enabled_key("sat_audio/other/event/dog/enabled/set") is None
+
+
+def test_info_describes_loud_events_switches_and_clips() -> None:
+    info = info_payload(
+        listener_id="kitchen", name="Kitchen", model="SAT_T_2s", chunk_s=2.0, listening=True,
+        started=0.0, sources=[], events=[*EVENTS, LOUD], counters={},
+        disabled={"glass_breaking"}, clips=clips_entry("flac", True, 100, 30.0, 200.0),
+    )  # fmt: skip
+    glass, bang = info["events"]
+    assert glass["enabled"] is False and glass["clip"] is False and glass["kind"] == "sound"
+    assert bang == {
+        "key": "bang", "name": "Bang", "source": "mic", "kind": "loud", "labels": [],
+        "on_dbfs": -20.0, "off_dbfs": -26.0, "enabled": True, "clip": True,
+    }  # fmt: skip
+    assert info["clips"] == {
+        "format": "flac", "publish": True, "max_count": 100, "max_age_days": 30.0,
+        "max_total_mb": 200.0,
+    }  # fmt: skip
+
+
+def test_loud_transition_has_levels_no_label_and_an_end_reason() -> None:
+    common = {
+        "transition_id": "ab12", "event": "bang", "source": "mic", "label": None,
+        "score": -13.5432, "peak": -10.04, "start_wall": 0.0, "clip": "x.flac",
+    }  # fmt: skip
+    start = transition_payload(kind="start", end_wall=None, duration_s=0.0, **common)
+    assert (start["label"], start["score"], start["peak"]) == (None, -13.5, -10.0)
+    assert start["clip"] == "x.flac" and "reason" not in start
+    end = transition_payload(kind="end", end_wall=2.0, duration_s=2.0, reason="disabled", **common)
+    assert end["reason"] == "disabled" and end["v"] == 2
+    assert "disabled" in END_REASONS
+
+
+def test_clip_names_match_the_contract() -> None:
+    name = clip_name("glass_breaking", 1_700_000_000.9, "5f0c9a11deadbeef", "flac")
+    assert name == "glass_breaking-20231114T221320Z-5f0c9a11.flac"
+    assert CLIP_NAME.match(name)
+    assert CLIP_NAME.match(clip_name("a", 0.0, "0" * 32, "opus"))
+    assert not CLIP_NAME.match("../etc-20231114T221320Z-5f0c9a11.flac")
+    assert active_payload(["dog", "bang"]) == {"v": 2, "events": ["dog", "bang"]}

@@ -18,6 +18,8 @@ from sat_audio.config.files import (
     to_yaml,
 )
 from sat_audio.config.model import (
+    ClipConfig,
+    ClipsConfig,
     Config,
     DetectionConfig,
     EventConfig,
@@ -35,6 +37,8 @@ from sat_audio.config.schema import validate
 __all__ = [
     "CONFIG_ENV",
     "MAX_YAML_VALUES",
+    "ClipConfig",
+    "ClipsConfig",
     "Config",
     "ConfigError",
     "DetectionConfig",

@@ -49,6 +49,15 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class ClipConfig:
+    """An event's clip: pre_s before the start to post_s after the end (or the start)."""
+
+    pre_s: float = 5.0
+    post_s: float = 5.0
+    post_from: str = "end"
+
+
+@dataclass(frozen=True)
 class EventConfig:
     key: str
     name: str
@@ -62,12 +71,30 @@ class EventConfig:
     min_level_dbfs: float | None = None
     smoothing: str | None = None
     smoothing_chunks: int = 3
+    kind: str = "sound"
+    """sound: the model's labels; loud: the level alone (on_dbfs, off_dbfs), no labels."""
+    on_dbfs: float | None = None
+    off_dbfs: float | None = None
+    enabled: bool = True
+    clip: ClipConfig | None = None
 
 
 @dataclass(frozen=True)
 class DetectionConfig:
     events: tuple[EventConfig, ...] = ()
     min_level_dbfs: float | None = None
+
+
+@dataclass(frozen=True)
+class ClipsConfig:
+    """Where clips go and how long they stay; used only when an event has clip:."""
+
+    dir: str | None = None
+    format: str = "flac"
+    publish: bool = True
+    max_count: int = 100
+    max_age_days: float = 30.0
+    max_total_mb: float = 200.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +141,7 @@ class Config:
     mqtt: MqttConfig | None = None
     publishing: PublishingConfig = field(default_factory=PublishingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    clips: ClipsConfig = field(default_factory=ClipsConfig)
 
 
 def _plain(value: Any) -> Any:
@@ -133,7 +161,11 @@ def build(clean: dict) -> Config:
         EventConfig(
             key=key,
             name=ev.pop("name", None) or key.replace("_", " ").capitalize(),
-            **{**ev, "smoothing": None if ev["smoothing"] == "none" else ev["smoothing"]},
+            **{
+                **ev,
+                "smoothing": None if ev.get("smoothing") == "none" else ev.get("smoothing"),
+                "clip": None if ev["clip"] is None else ClipConfig(**ev["clip"]),
+            },
         )
         for key, ev in det["events"].items()
     )
@@ -150,7 +182,19 @@ def build(clean: dict) -> Config:
         mqtt=mqtt_cfg,
         publishing=PublishingConfig(**clean["publishing"]),
         logging=LoggingConfig(**clean["logging"]),
+        clips=ClipsConfig(**clean["clips"]),
     )
+
+
+SOUND_ONLY = ("labels", "on_threshold", "off_threshold", "combine", "min_level_dbfs",
+              "smoothing", "smoothing_chunks")  # fmt: skip
+LOUD_ONLY = ("on_dbfs", "off_dbfs")
+
+
+def _event_keys(event: dict) -> dict:
+    """An event with only the keys its kind takes, as a file would have it."""
+    drop = SOUND_ONLY if event["kind"] == "loud" else LOUD_ONLY
+    return {k: v for k, v in event.items() if k not in drop}
 
 
 def to_dict(config: Config, *, mask: bool = True) -> dict:
@@ -167,7 +211,7 @@ def to_dict(config: Config, *, mask: bool = True) -> dict:
     detection = out["detection"]
     out["detection"] = {
         "min_level_dbfs": detection["min_level_dbfs"],
-        "events": {ev.pop("key"): ev for ev in detection["events"]},
+        "events": {ev.pop("key"): _event_keys(ev) for ev in detection["events"]},
     }
     if mask:
         for src in out["sources"]:

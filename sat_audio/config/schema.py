@@ -27,6 +27,9 @@ SOURCE_KINDS = ("mic", "file", "ffmpeg", "stdin")
 PCM_FORMATS = ("s16le", "s32le", "f32le")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 COMBINE = ("max", "sum", "mean")
+POST_FROM = ("end", "start")
+MAX_PRE_POST_S = 60.0
+"""A clip's pre- and post-roll at most: the pre-roll is held in memory for every source."""
 SMOOTHING = ("ema", "median")
 
 
@@ -384,6 +387,50 @@ def _event_thresholds(event: dict) -> dict:
     return event
 
 
+def _loud_thresholds(event: dict) -> dict:
+    on = event["on_dbfs"]
+    off = event.setdefault("off_dbfs", on - 6.0)
+    if off >= on:
+        raise Said(
+            f"expected less than on_dbfs ({_fmt(on)}) for hysteresis, got {_fmt(off)}",
+            ["off_dbfs"],
+        )
+    return event | {"labels": (), "on_threshold": 0.0, "off_threshold": 0.0}
+
+
+_CLIP = _section(
+    {
+        vol.Optional("pre_s", default=5.0): _number(0, MAX_PRE_POST_S),
+        vol.Optional("post_s", default=5.0): _number(0, MAX_PRE_POST_S),
+        vol.Optional("post_from", default="end"): _choice(*POST_FROM),
+    },
+    "pre_s, post_s, post_from",
+)
+
+_KIND: dict[Any, Any] = {vol.Optional("kind", default="sound"): _choice(*wire.KINDS)}
+_TIMING: dict[Any, Any] = {
+    vol.Optional("min_duration_s", default=0.0): _number(0, 3600),
+    vol.Optional("hold_s", default=2.0): _number(0, 3600),
+    vol.Optional("cooldown_s", default=0.0): _number(0, 86400),
+}
+_SWITCH_AND_CLIP: dict[Any, Any] = {
+    vol.Optional("enabled", default=True): _boolean,
+    vol.Optional("clip", default=None): _optional(lambda v: _CLIP({} if v is True else v)),
+}
+
+_LOUD_EVENT = _section(
+    {
+        vol.Optional("name"): _text,
+        **_KIND,
+        _required("on_dbfs", "a level in dBFS from -120 to 0"): _number(-120, 0),
+        vol.Optional("off_dbfs"): _number(-120, 0),
+        **_TIMING,
+        **_SWITCH_AND_CLIP,
+    },
+    "kind: loud, on_dbfs, off_dbfs, ...",
+    _loud_thresholds,
+)
+
 _EVENT = _section(
     {
         vol.Optional("name"): _text,
@@ -391,16 +438,28 @@ _EVENT = _section(
         vol.Optional("combine", default="max"): _choice(*COMBINE),
         _required("on_threshold", "a number above 0 and at most 1"): _number(0, 1, lo_open=True),
         vol.Optional("off_threshold"): _number(0, 1, lo_open=True),
-        vol.Optional("min_duration_s", default=0.0): _number(0, 3600),
-        vol.Optional("hold_s", default=2.0): _number(0, 3600),
-        vol.Optional("cooldown_s", default=0.0): _number(0, 86400),
+        **_TIMING,
         vol.Optional("min_level_dbfs", default=None): _optional(_number(-120, 0)),
         vol.Optional("smoothing", default=None): _optional(_choice("none", *SMOOTHING)),
         vol.Optional("smoothing_chunks", default=3): _number(1, 100, integer=True),
+        **_KIND,
+        **_SWITCH_AND_CLIP,
     },
     "labels, on_threshold, off_threshold, ...",
     _event_thresholds,
 )
+
+
+def _event(event: Any) -> dict:
+    """A sound event (labels and scores) or a loud one (level alone), by its kind."""
+    if not isinstance(event, dict) or event.get("kind") != "loud":
+        return _EVENT(event)
+    if "labels" in event:
+        raise Said(
+            "a loud event (kind: loud) is defined by its level alone; expected no labels",
+            ["labels"],
+        )
+    return _LOUD_EVENT(event)
 
 
 def _events(value: Any) -> dict:
@@ -421,7 +480,7 @@ def _events(value: Any) -> dict:
         if event is None:
             raise vol.Invalid("expected a mapping with labels and on_threshold", [key])
         try:
-            out[key] = _EVENT(event)
+            out[key] = _event(event)
         except vol.Invalid as err:
             err.prepend([key])
             raise
@@ -514,6 +573,19 @@ class _OrEmpty:
         return self.check({} if value is None else value)
 
 
+_CLIPS = _section(
+    {
+        vol.Optional("dir", default=None): _optional(_text),
+        vol.Optional("format", default="flac"): _choice(*wire.CLIP_FORMATS),
+        vol.Optional("publish", default=True): _boolean,
+        vol.Optional("max_count", default=100): _number(1, 100_000, integer=True),
+        vol.Optional("max_age_days", default=30.0): _number(0, 36_500, lo_open=True),
+        vol.Optional("max_total_mb", default=200.0): _number(0, lo_open=True),
+    },
+    "dir, format, publish, max_count, max_age_days, max_total_mb",
+)
+
+
 def _or_empty(section: Section) -> _OrEmpty:
     return _OrEmpty(section)
 
@@ -526,8 +598,9 @@ _TOP = {
     vol.Optional("mqtt", default=None): _optional(_MQTT),
     vol.Optional("publishing", default=dict): _or_empty(_PUBLISHING),
     vol.Optional("logging", default=dict): _or_empty(_LOGGING),
+    vol.Optional("clips", default=dict): _or_empty(_CLIPS),
 }
-SCHEMA = _section(_TOP, "listener, model, sources, detection, mqtt, publishing, logging")
+SCHEMA = _section(_TOP, "listener, model, sources, detection, mqtt, publishing, logging, clips")
 
 
 _ITEMS: dict[str, Any] = {

@@ -7,6 +7,8 @@ from sat_audio.publish.protocol import Payload
 
 ListeningCallback = Callable[[bool], None]
 """Called (from the publisher's thread) when the privacy switch is set: True = listen."""
+EnabledCallback = Callable[[str, bool], None]
+"""Called (from the publisher's thread) when an event is switched: published key, True = on."""
 
 
 class Publisher(ABC):
@@ -33,6 +35,22 @@ class Publisher(ABC):
 
     @abstractmethod
     def level(self, source: str, level_dbfs: float) -> None: ...
+
+    def on_enabled(self, callback: EnabledCallback) -> None:
+        """Where the events' enable commands go (set before start); stdout has no commands."""
+        return None
+
+    def enabled(self, key: str, on: bool) -> None:
+        """Report whether an event is enabled; implied by the transitions without a broker."""
+        return None
+
+    def active(self, payload: Payload) -> None:
+        """The events on now; implied by the transitions without a broker."""
+        return None
+
+    def clip(self, name: str, data: bytes) -> str | None:
+        """Send a clip's bytes: None once handed over, else why not."""
+        return "no broker configured"
 
     @abstractmethod
     def close(self, timeout: float) -> bool:

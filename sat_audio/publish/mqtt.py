@@ -29,7 +29,7 @@ from paho.mqtt.properties import Properties
 
 from sat_audio.config import MqttConfig
 from sat_audio.errors import SatAudioError
-from sat_audio.publish.base import ListeningCallback, Publisher
+from sat_audio.publish.base import EnabledCallback, ListeningCallback, Publisher
 from sat_audio.publish.protocol import (
     OFF,
     OFFLINE,
@@ -53,6 +53,9 @@ MAX_PACKET_BYTES = 64 * 1024
 """The largest message the listener takes: its commands are a few bytes, discovery configs about
 one kilobyte. The broker is told (MQTT 5's Maximum Packet Size) and drops larger ones; a broker
 that ignores it still gets them dropped here, before they are read."""
+PACKET_OVERHEAD = 16
+"""Bytes a PUBLISH packet adds to its payload and topic, at most: fixed header (5), topic length
+(2), packet id (2), properties (1), rounded up."""
 SESSION_TAKEN_OVER = 142
 """MQTT 5's reason code when the broker hands the connection to another client with our id."""
 TAKEOVER_S = 10.0
@@ -90,6 +93,8 @@ class MqttPublisher(Publisher):
         self._quick_drops = 0  # connections in a row the broker closed within TAKEOVER_S
         self._oversized = RateLimitedLog(60.0, log)
         self._on_listening: ListeningCallback = lambda on: None
+        self._on_enabled: EnabledCallback = lambda key, on: None
+        self._max_packet: int | None = None  # the broker's Maximum Packet Size (CONNACK)
         self._flusher = threading.Thread(target=self._flush_loop, name="mqtt-flush", daemon=True)
         self._client = self._make_client()
 
@@ -157,8 +162,30 @@ class MqttPublisher(Publisher):
             self._connect(self._client.connect_async)
         self._client.loop_start()
 
+    def on_enabled(self, callback: EnabledCallback) -> None:
+        self._on_enabled = callback
+
     def info(self, payload: Payload) -> None:
         self._set_retained(self._topics.info, to_json(payload))
+
+    def enabled(self, key: str, on: bool) -> None:
+        self._set_retained(self._topics.enabled(key), ON if on else OFF)
+
+    def active(self, payload: Payload) -> None:
+        self._set_retained(self._topics.active, to_json(payload))
+
+    def clip(self, name: str, data: bytes) -> str | None:
+        """QoS 1, only while connected: a clip is large, and it stays on disk anyway. A packet
+        over the broker's Maximum Packet Size would make the broker close the connection."""
+        topic = self._topics.clip(name)
+        with self._lock:
+            if not self._ready():
+                return f"not connected to the MQTT broker at {self._where}"
+            size = len(data) + len(topic.encode()) + PACKET_OVERHEAD
+            if self._max_packet is not None and size > self._max_packet:
+                return f"over the broker's Maximum Packet Size of {self._max_packet} bytes"
+            self._send(topic, data, qos=1, retain=False)
+        return None
 
     def listening(self, on: bool) -> None:
         self._set_retained(self._topics.listening, ON if on else OFF)
@@ -230,7 +257,7 @@ class MqttPublisher(Publisher):
         """Connected, and this connection's catch-up (retained values, queue) is done."""
         return self._connected and self._flushed == self._generation
 
-    def _send(self, topic: str, text: str, *, qos: int, retain: bool) -> None:
+    def _send(self, topic: str, text: str | bytes, *, qos: int, retain: bool) -> None:
         """Hand a message to paho (lock held). QoS 1 ones are tracked until their PUBACK; paho
         keeps them across a reconnect and re-sends them itself."""
         info = self._client.publish(topic, text, qos=qos, retain=retain)
@@ -311,6 +338,7 @@ class MqttPublisher(Publisher):
         self._problem = None
         self._connected_at = None if self._retried else time.monotonic()
         self._retried = False
+        self._max_packet = getattr(properties, "MaximumPacketSize", None)
         client.subscribe(
             [
                 (self._topics.listening_set, 1),
@@ -318,6 +346,8 @@ class MqttPublisher(Publisher):
                 (self._discovery_filter, 1),
                 # Retained states of events no longer configured are cleared like discovery.
                 (self._topics.state("+"), 1),
+                (self._topics.enabled("+"), 1),
+                (self._topics.enabled_set_filter, 1),
             ]
         )
         self._generation += 1
@@ -385,6 +415,13 @@ class MqttPublisher(Publisher):
                 if parse_switch(msg.payload) is False:
                     log.info("listening was switched off before this start; staying paused")
                     self._on_listening(False)
+        elif (key := self._topics.enabled_key(topic)) is not None:
+            on = parse_switch(msg.payload)
+            if on is None:
+                if msg.payload:  # an empty retained payload clears the command: not a problem
+                    log.warning("ignoring %s %r: expected ON or OFF", topic, msg.payload[:20])
+            else:
+                self._on_enabled(key, on)
         elif msg.payload and topic not in self._retained:
             self._cleanup.put(topic)
             self._wake.set()

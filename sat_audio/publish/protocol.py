@@ -1,10 +1,11 @@
-"""The MQTT contract (docs/protocol.md), version 1: every topic and payload the listener sends.
+"""The MQTT contract (docs/protocol.md), version 2: every topic and payload the listener sends.
 
 This is the one module that knows topic names and payload fields; publishers only move bytes.
 """
 
 import json
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -13,7 +14,7 @@ import numpy as np
 
 from sat_audio import __version__
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 ON = "ON"
 OFF = "OFF"
 ONLINE = "online"
@@ -35,6 +36,16 @@ MAX_TEXT = 255
 MAX_SLUG = 64
 """Characters of the listener id and of a published event key."""
 MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_CLIP_BYTES = 8 * 1024 * 1024
+"""Bytes of one clip sent over MQTT; a larger clip stays on disk only."""
+
+KINDS = ("sound", "loud")
+"""An event's kind: model labels ("sound") or level alone ("loud")."""
+END_REASONS = ("quiet", "disabled", "paused", "stopped")
+"""Why an episode ended: below off for hold_s, switched off, privacy switch, shutdown."""
+CLIP_FORMATS = {"flac": "flac", "opus": "opus"}
+"""clips.format -> the clip file's extension."""
+CLIP_NAME = re.compile(r"^[a-z0-9_]{1,64}-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.(flac|opus)$")
 
 
 def to_json(payload: Payload) -> str:
@@ -49,7 +60,8 @@ def iso_time(wall: float) -> str:
 
 
 def parse_switch(payload: bytes) -> bool | None:
-    """A privacy-switch command (`ON`/`OFF`, any case, surrounding blanks ignored), else None."""
+    """A switch command, the privacy switch's or an event's (`ON`/`OFF`, any case, surrounding
+    blanks ignored), else None."""
     text = payload.decode("utf-8", "replace").strip().upper()
     return {ON: True, OFF: False}.get(text)
 
@@ -85,6 +97,32 @@ class Topics:
     def scores(self) -> str:
         return f"{self.base}/scores"
 
+    @property
+    def active(self) -> str:
+        return f"{self.base}/active"
+
+    @property
+    def enabled_set_filter(self) -> str:
+        """The subscription that takes every event's enable command."""
+        return f"{self.base}/event/+/enabled/set"
+
+    def enabled(self, key: str) -> str:
+        return f"{self.base}/event/{key}/enabled"
+
+    def enabled_set(self, key: str) -> str:
+        return f"{self.base}/event/{key}/enabled/set"
+
+    def clip(self, name: str) -> str:
+        return f"{self.base}/clip/{name}"
+
+    def enabled_key(self, topic: str) -> str | None:
+        """The event key of an enable command's topic, else None."""
+        head, tail = f"{self.base}/event/", "/enabled/set"
+        if topic.startswith(head) and topic.endswith(tail):
+            key = topic[len(head) : -len(tail)]
+            return key if key and "/" not in key else None
+        return None
+
     def event(self, key: str) -> str:
         return f"{self.base}/event/{key}"
 
@@ -105,6 +143,12 @@ class PublishedEvent:
     labels: tuple[str, ...]
     on_threshold: float
     off_threshold: float
+    kind: str = "sound"
+    enabled: bool = True
+    """As configured: the state before a retained command from Home Assistant says otherwise."""
+    clip: bool = False
+    on_dbfs: float | None = None
+    off_dbfs: float | None = None
 
 
 def event_key(source: str, event: str, n_sources: int) -> str:
@@ -125,6 +169,16 @@ class ConfiguredEvent(Protocol):
     def on_threshold(self) -> float: ...
     @property
     def off_threshold(self) -> float: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def on_dbfs(self) -> float | None: ...
+    @property
+    def off_dbfs(self) -> float | None: ...
+    @property
+    def clip(self) -> object | None: ...
 
 
 def published_events(
@@ -140,6 +194,11 @@ def published_events(
             e.labels,
             e.on_threshold,
             e.off_threshold,
+            e.kind,
+            e.enabled,
+            e.clip is not None,
+            e.on_dbfs,
+            e.off_dbfs,
         )
         for src in sources
         for e in configured
@@ -157,8 +216,13 @@ def info_payload(
     sources: Sequence[Payload],
     events: Iterable[PublishedEvent],
     counters: Payload,
+    disabled: Collection[str] = (),
+    clips: Payload | None = None,
 ) -> Payload:
-    """The retained description of the listener; Home Assistant discovers listeners by it."""
+    """The retained description of the listener; Home Assistant discovers listeners by it.
+
+    disabled: the keys of the events switched off now; clips: clips_entry(), or None when no
+    event keeps clips."""
     return {
         "v": PROTOCOL_VERSION,
         "id": listener_id,
@@ -169,18 +233,38 @@ def info_payload(
         "listening": listening,
         "started": iso_time(started),
         "sources": list(sources),
-        "events": [
-            {
-                "key": e.key,
-                "name": e.name,
-                "source": e.source,
-                "labels": list(e.labels),
-                "on_threshold": e.on_threshold,
-                "off_threshold": e.off_threshold,
-            }
-            for e in events
-        ],
+        "events": [event_entry(e, e.key not in disabled) for e in events],
+        "clips": clips,
         "counters": counters,
+    }
+
+
+def event_entry(e: PublishedEvent, enabled: bool) -> Payload:
+    """One event in the info payload: a loud event has levels where a sound event has scores."""
+    entry: Payload = {
+        "key": e.key,
+        "name": e.name,
+        "source": e.source,
+        "kind": e.kind,
+        "labels": list(e.labels),
+    }
+    if e.kind == "loud":
+        entry |= {"on_dbfs": e.on_dbfs, "off_dbfs": e.off_dbfs}
+    else:
+        entry |= {"on_threshold": e.on_threshold, "off_threshold": e.off_threshold}
+    return entry | {"enabled": enabled, "clip": e.clip}
+
+
+def clips_entry(
+    fmt: str, publish: bool, max_count: int, max_age_days: float, max_total_mb: float
+) -> Payload:
+    """info's `clips`: how clips are kept, so Home Assistant applies the same retention."""
+    return {
+        "format": fmt,
+        "publish": publish,
+        "max_count": max_count,
+        "max_age_days": max_age_days,
+        "max_total_mb": max_total_mb,
     }
 
 
@@ -211,27 +295,46 @@ def transition_payload(
     kind: str,
     event: str,
     source: str,
-    label: str,
+    label: str | None,
     score: float,
     peak: float,
     start_wall: float,
     end_wall: float | None,
     duration_s: float,
+    clip: str | None = None,
+    reason: str | None = None,
 ) -> Payload:
-    """A start or end of one episode; start and end share `id`."""
-    return {
+    """A start or end of one episode; start and end share `id`. A loud event has no label and
+    its score and peak are levels in dBFS; `reason` says why an end came."""
+    places = 4 if label is not None else 1
+    payload: Payload = {
         "v": PROTOCOL_VERSION,
         "id": transition_id,
         "type": kind,
         "event": event,
         "source": source,
         "label": label,
-        "score": round(score, 4),
-        "peak": round(peak, 4),
+        "score": round(score, places),
+        "peak": round(peak, places),
         "start": iso_time(start_wall),
         "end": None if end_wall is None else iso_time(end_wall),
         "duration_s": round(duration_s, 3),
+        "clip": clip,
     }
+    if kind == "end":
+        payload["reason"] = reason
+    return payload
+
+
+def clip_name(key: str, start_wall: float, episode_id: str, fmt: str) -> str:
+    """The clip file of an episode: `<key>-<start, UTC>-<first 8 hex of its id>.<ext>`."""
+    stamp = datetime.fromtimestamp(start_wall, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{key}-{stamp}-{episode_id[:8]}.{CLIP_FORMATS[fmt]}"
+
+
+def active_payload(keys: Iterable[str]) -> Payload:
+    """The events on now (published keys), for the any-sound sensor."""
+    return {"v": PROTOCOL_VERSION, "events": list(keys)}
 
 
 def scores_payload(
@@ -272,8 +375,9 @@ def discovery_configs(
     events: Iterable[PublishedEvent],
     sources: Iterable[str],
 ) -> dict[str, Payload]:
-    """Home Assistant MQTT discovery: a device with a binary sensor per event, a level sensor
-    per source and the privacy switch, keyed by config topic."""
+    """Home Assistant MQTT discovery: a device with a binary sensor and an enable switch per
+    event, an any-sound binary sensor, a level sensor per source and the privacy switch, keyed by
+    config topic. Object ids with a hyphen cannot clash with an event key (a slug)."""
     node = discovery_node(topics.listener_id)
     device = {
         "identifiers": [node],
@@ -301,6 +405,33 @@ def discovery_configs(
             "payload_on": ON,
             "payload_off": OFF,
         }
+        configs[f"{discovery_prefix}/switch/{node}/{e.key}-enabled/config"] = {
+            **common,
+            "name": f"{e.name} enabled",
+            "unique_id": f"{node}_{e.key}_enabled",
+            "object_id": f"{node}_{e.key}_enabled",
+            "icon": "mdi:bell-ring-outline",
+            "entity_category": "config",
+            "state_topic": topics.enabled(e.key),
+            "command_topic": topics.enabled_set(e.key),
+            "retain": True,  # the command outlives a listener restart (docs/protocol.md)
+            "qos": 1,
+            "payload_on": ON,
+            "payload_off": OFF,
+        }
+    configs[f"{discovery_prefix}/binary_sensor/{node}/any-sound/config"] = {
+        **common,
+        "name": "Any sound",
+        "unique_id": f"{node}-any-sound",
+        "object_id": f"{node}_any_sound",
+        "device_class": "sound",
+        "state_topic": topics.active,
+        "value_template": "{{ 'ON' if value_json.events else 'OFF' }}",
+        "json_attributes_topic": topics.active,
+        "json_attributes_template": "{{ {'active_events': value_json.events} | tojson }}",
+        "payload_on": ON,
+        "payload_off": OFF,
+    }
     for source in sources:
         configs[f"{discovery_prefix}/sensor/{node}/level_{source}/config"] = {
             **common,
