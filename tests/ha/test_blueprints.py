@@ -26,7 +26,7 @@ from homeassistant.components import automation
 from homeassistant.core import HomeAssistant, ServiceCall
 from homeassistant.helpers import area_registry as ar, entity_registry as er
 from homeassistant.setup import async_setup_component
-from payloads import GLASS, Send, dumps, info, transition
+from payloads import GLASS, Send, clip_name, dumps, info, transition
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "blueprints" / "automation" / "sat_audio"
@@ -116,6 +116,7 @@ async def test_blueprint_files_are_the_shipped_ones() -> None:
         "notify_on_sound",
         "alarm_while_away",
         "water_running",
+        "notify_with_clip",
     }
 
 
@@ -209,3 +210,45 @@ async def test_water_running(
     assert messages(calls) == [
         ("Water running in Kitchen", "Water has been running in Kitchen for 5 minutes.")
     ]
+
+
+async def test_notify_with_clip(
+    hass: HomeAssistant,
+    hass_ws_client: WebSocketGenerator,
+    aioclient_mock: AiohttpClientMocker,
+    listener: MockConfigEntry,
+    send: Send,
+    tmp_path: Path,
+) -> None:
+    """A saved clip of a chosen sound notifies with the clip's authenticated URL attached."""
+    hass.config.media_dirs = {"local": str(tmp_path / "media")}
+    path = await import_blueprint(hass, hass_ws_client, aioclient_mock, "notify_with_clip")
+    calls = async_mock_service(hass, "notify", "mobile_app_phone")
+    await use(
+        hass,
+        path,
+        {
+            "sounds": ["event.kitchen_glass_breaking"],
+            "notify_action": "notify.mobile_app_phone",
+        },
+    )
+    # Starts, ends and other events' clips notify nothing.
+    await send("event/glass_breaking", dumps(transition("start", clip=clip_name())))
+    await send("event/glass_breaking", dumps(transition("end", clip=clip_name())))
+    await send(f"clip/{clip_name('smoke_alarm')}", b"fLaC-smoke")
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert calls == []
+
+    await send(f"clip/{clip_name()}", b"fLaC-glass")
+    await hass.async_block_till_done(wait_background_tasks=True)
+    url = f"/media/local/sat_audio/kitchen/{clip_name()}"
+    assert messages(calls) == [("Kitchen", "Kitchen heard glass breaking: the clip is attached.")]
+    assert calls[0].data["data"] == {
+        "attachment": {"url": url, "content-type": "flac"},
+        "url": url,
+        "clickAction": url,
+        "group": "sat_audio",
+    }
+    assert (tmp_path / "media" / "sat_audio" / "kitchen" / clip_name()).read_bytes() == (
+        b"fLaC-glass"
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 import random
 from typing import Any
 
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 
-from custom_components.sat_audio.protocol import Dropped, classify, parse
+from custom_components.sat_audio.protocol import Dropped, classify, parse, parse_clip
 from homeassistant.core import HomeAssistant
 from payloads import BASE, dumps, scores, transition
 from strategies import storm, valid_messages
@@ -46,8 +47,10 @@ async def test_generated_payloads_change_nothing(
     entity_registry_enabled_by_default: None,
     setup_listener: MockConfigEntry,
     caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     """Bad payloads on every topic of a listener with an open episode leave it as it was."""
+    hass.config.media_dirs = {"local": str(tmp_path / "media")}
     async_fire_mqtt_message(hass, f"{BASE}/scores", dumps(scores()))
     async_fire_mqtt_message(hass, f"{BASE}/event/glass_breaking", dumps(transition("start")))
     await hass.async_block_till_done()
@@ -80,17 +83,33 @@ async def test_generated_payloads_change_nothing(
     await hass.async_add_executor_job(run)
 
     assert sum(delivered.values()) >= 10_000, delivered
-    for kind in ("status", "info", "event_state", "transition", "scores", "listening", "unknown"):
+    for kind in (
+        "status",
+        "info",
+        "event_state",
+        "event_enabled",
+        "transition",
+        "scores",
+        "listening",
+        "active",
+        "clip",
+        "unknown",
+    ):
         assert delivered.get(kind, 0) >= 300, delivered
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not (tmp_path / "media").exists()
     # Ours are one warning about a newer protocol version and one about the first info dropped
-    # (the entry's own: discovery leaves a configured id alone); the rest is debug lines.
+    # (the entry's own: discovery leaves a configured id alone), and one line per refused clip;
+    # the rest is debug lines.
     # (Home Assistant's discovery subscription warns about non-UTF-8 info payloads itself.)
     ours = [
         r.getMessage()
         for r in caplog.records
         if r.name.startswith("custom_components.sat_audio") and r.levelno >= logging.WARNING
     ]
+    clips = [m for m in ours if m.startswith("Ignored a clip from SAT Audio listener kitchen: ")]
+    assert len(clips) <= delivered["clip"]
+    ours = [m for m in ours if m not in clips]
     assert len(ours) <= 2, ours
     assert len([m for m in ours if "speaks a protocol" in m]) <= 1, ours
     assert len([m for m in ours if "Ignored the info message" in m]) <= 1, ours
@@ -101,8 +120,13 @@ async def test_extreme_valid_payloads_never_raise(
     entity_registry_enabled_by_default: None,
     setup_listener: MockConfigEntry,
     caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
-    """Payloads the schema accepts, at its edges, update entities without a logged error."""
+    """Payloads the schema accepts, at its edges, update entities without a logged error.
+
+    Clips of configured events are saved (and pruned) in a media folder in tmp_path.
+    """
+    hass.config.media_dirs = {"local": str(tmp_path / "media")}
     accepted: list[str] = []
 
     async def deliver(suffix: str, payload: bytes) -> None:
@@ -121,10 +145,25 @@ async def test_extreme_valid_payloads_never_raise(
     @given(valid_messages())
     def run(message: tuple[str, bytes]) -> None:
         suffix, payload = message
-        kind = classify(BASE, f"{BASE}/{suffix}").kind
-        assert not isinstance(parse(kind, payload), Dropped), payload[:300]
+        topic = classify(BASE, f"{BASE}/{suffix}")
+        kind = topic.kind
+        valid = parse_clip(topic.clip or "", payload) if kind == "clip" else parse(kind, payload)
+        assert not isinstance(valid, Dropped), payload[:300]
         asyncio.run_coroutine_threadsafe(deliver(suffix, payload), hass.loop).result(30)
         accepted.append(kind)
 
     await hass.async_add_executor_job(run)
-    assert {"info", "transition", "scores", "status", "event_state"} <= set(accepted)
+    # Clips are saved in the background; their errors would be logged by now.
+    await hass.async_block_till_done(wait_background_tasks=True)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert {
+        "info",
+        "transition",
+        "scores",
+        "status",
+        "event_state",
+        "event_enabled",
+        "active",
+        "clip",
+    } <= set(accepted)
