@@ -132,9 +132,16 @@ OPTIONS: dict[str, tuple[str | int, ...]] = {
     "topic_prefix": ("mqtt", "topic_prefix"),
     "listener_id": ("listener", "id"),
     "log_level": ("logging", "level"),
+    "clips_format": ("clips", "format"),
+    "clips_publish": ("clips", "publish"),
+    "clips_max_count": ("clips", "max_count"),
+    "clips_max_age_days": ("clips", "max_age_days"),
+    "clips_max_total_mb": ("clips", "max_total_mb"),
 }
 """Each option and the listener's key it sets, so that the schema's error on that key names the
-option. An event's fields keep their names under detection.events.<id>; its id is that key."""
+option. An event's fields keep their names under detection.events.<id>; its id is that key, and
+its clip_pre_s, clip_post_s and clip_post_from are its clip's pre_s, post_s and post_from."""
+CLIP_FIELDS = ("pre_s", "post_s", "post_from")
 
 
 def _fail(option: str, problem: str) -> ConfigError:
@@ -206,8 +213,11 @@ def _event(event: Any, where: str) -> tuple[Any, dict[str, Any]]:
     key = event_id(name) if event.get("id") is None else event["id"]
     if not key:
         raise _fail(f"{where}.id", f"name {name!r} gives no id; set one (like glass_breaking)")
+    clip = {f: fields.pop(f"clip_{f}") for f in CLIP_FIELDS if f"clip_{f}" in fields}
+    if clip:  # any clip field set keeps clips; the others take their defaults
+        fields["clip"] = clip
     labels = fields.get("labels")
-    if labels is None:
+    if labels is None and fields.get("kind") != "loud":
         raise _fail(f"{where} ({key}).labels", "is required: AudioSet names, separated by commas")
     if isinstance(labels, str):
         try:
@@ -267,6 +277,14 @@ def options_dict(options: Mapping[str, Any], data_dir: Path = DATA_DIR) -> dict[
         },
         "mqtt": {"topic_prefix": options.get("topic_prefix")},
         "logging": {"level": options.get("log_level")},
+        "clips": {
+            "dir": str(data_dir / "clips"),
+            **{
+                key[1]: options[option]
+                for option, key in OPTIONS.items()
+                if key[0] == "clips" and options.get(option) is not None
+            },
+        },
     }
 
 
@@ -290,6 +308,8 @@ def option_error(err: ConfigError, events: list[Any]) -> ConfigError:
         if len(path) == 3:  # the event's key: its id
             return _fail(f"{where}.id", err.problem)
         rest = path[3:4] if path[3] == "labels" else path[3:]  # labels is one text option
+        if path[3] == "clip" and len(path) > 4:
+            rest = (f"clip_{path[4]}",)
         return _fail(f"{where} ({path[2]}).{path_text(rest)}", err.problem)
     for option, key in OPTIONS.items():
         if path[: len(key)] == key:

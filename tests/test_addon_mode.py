@@ -260,6 +260,11 @@ def test_defaults_are_the_listeners_own(tmp_path, supervisor):
         ({"backend": "torch"}, lambda c: c.model.backend, "torch"),
         ({"backend": "onnx", "precision": "int8"}, lambda c: c.model.runtime, "onnx int8"),
         ({"log_level": "debug"}, lambda c: c.logging.level, "debug"),
+        ({"clips_format": "opus"}, lambda c: c.clips.format, "opus"),
+        ({"clips_publish": False}, lambda c: c.clips.publish, False),
+        ({"clips_max_count": 7}, lambda c: c.clips.max_count, 7),
+        ({"clips_max_age_days": 1.5}, lambda c: c.clips.max_age_days, 1.5),
+        ({"clips_max_total_mb": 20}, lambda c: c.clips.max_total_mb, 20.0),
     ],
 )
 def test_option_reaches_the_config(tmp_path, supervisor, changes, where, value):
@@ -298,6 +303,31 @@ def test_every_event_field(tmp_path, supervisor):
     assert (ev.on_threshold, ev.off_threshold) == (0.5, 0.2)
     assert (ev.min_duration_s, ev.hold_s, ev.cooldown_s) == (30.0, 12.5, 60.0)
     assert (ev.smoothing, ev.smoothing_chunks) == ("ema", 4)
+
+
+LOUD = {"kind": "loud", "labels": None, "on_threshold": None, "off_threshold": None}
+"""What makes the first default event a loud one, but for its level."""
+
+
+def test_loud_event_switch_and_clip_fields(tmp_path, supervisor):
+    events = with_event(
+        **LOUD, on_dbfs=-20, off_dbfs=-32.5, enabled=False, clip_pre_s=3, clip_post_s=1.5,
+        clip_post_from="start",
+    )  # fmt: skip
+    config = load(tmp_path, supervisor, events=events)
+    ev = config.detection.events[0]
+    got = (ev.kind, ev.labels, ev.on_dbfs, ev.off_dbfs, ev.enabled)
+    assert got == ("loud", (), -20.0, -32.5, False)
+    assert ev.clip is not None
+    assert (ev.clip.pre_s, ev.clip.post_s, ev.clip.post_from) == (3.0, 1.5, "start")
+    assert config.detection.events[1].clip is None  # no clip field: no clips
+    assert config.clips.dir == str(tmp_path / "clips")
+
+
+def test_clip_defaults(tmp_path, supervisor):
+    (ev,) = load(tmp_path, supervisor, events=with_event(clip_post_s=2)[:1]).detection.events
+    assert ev.clip is not None and (ev.clip.pre_s, ev.clip.post_from) == (5.0, "end")
+    assert load(tmp_path, supervisor).clips.max_count == 100  # empty: the listener's default
 
 
 def test_event_id_from_name_and_field_defaults(tmp_path, supervisor):
@@ -449,6 +479,57 @@ LONG_NAME = "n" * (MAX_TEXT + 1)
             {"events": with_event(id="glass", name=LONG_NAME)},
             f"option 'events': event name '{LONG_NAME[:56]}... is published with "
             f"{MAX_TEXT + 1} characters; expected at most {MAX_TEXT}",
+        ),
+        (
+            {"events": with_event(labels=None)},
+            f"{E0}.labels': is required: AudioSet names, separated by commas",
+        ),
+        (
+            {"events": with_event(kind="loud", labels=None, on_threshold=None, off_threshold=None)},
+            f"{E0}.on_dbfs': missing; expected a level in dBFS from -120 to 0",
+        ),
+        (
+            {"events": with_event(kind="loud", on_dbfs=-20)},
+            f"{E0}.labels': a loud event (kind: loud) is defined by its level alone; expected "
+            "no labels",
+        ),
+        (
+            {"events": with_event(kind="noise")},
+            f"{E0}.kind': expected one of sound, loud, got 'noise'",
+        ),
+        (
+            {"events": with_event(**LOUD, on_dbfs=-20, off_dbfs=-10)},
+            f"{E0}.off_dbfs': expected less than on_dbfs (-20) for hysteresis, got -10",
+        ),
+        (
+            {"events": with_event(enabled="yes")},
+            f"{E0}.enabled': expected true or false, got 'yes'",
+        ),
+        (
+            {"events": with_event(clip_pre_s=90)},
+            f"{E0}.clip_pre_s': expected a number from 0 to 60, got 90",
+        ),
+        (
+            {"events": with_event(clip_post_s=-1)},
+            f"{E0}.clip_post_s': expected a number from 0 to 60, got -1",
+        ),
+        (
+            {"events": with_event(clip_post_from="middle")},
+            f"{E0}.clip_post_from': expected one of end, start, got 'middle'",
+        ),
+        ({"clips_format": "mp3"}, "option 'clips_format': expected one of flac, opus, got 'mp3'"),
+        ({"clips_publish": "no"}, "option 'clips_publish': expected true or false, got 'no'"),
+        (
+            {"clips_max_count": 0},
+            "option 'clips_max_count': expected an integer from 1 to 100000, got 0",
+        ),
+        (
+            {"clips_max_age_days": 0},
+            "option 'clips_max_age_days': expected a number above 0 and at most 36500, got 0",
+        ),
+        (
+            {"clips_max_total_mb": -5},
+            "option 'clips_max_total_mb': expected a number above 0, got -5",
         ),
         (
             {"min_level_dbfs": -130},

@@ -31,6 +31,8 @@ def supervisor_type(check: Any) -> str:
     (text, a device, labels) reads text, which the add-on passes on as it is."""
     if isinstance(check, Maybe):
         check = check.check
+    if check is schema.BOOLEAN:
+        return "bool"
     if isinstance(check, Number):
         kind = "int" if check.integer else "float"
         bounds = (_bound(check.lo), _bound(check.hi))
@@ -54,8 +56,12 @@ def derived_schema() -> dict[str, Any]:
         if option == "model":  # the UI offers the streaming models, each a valid model.name
             derived[option] = f"list({'|'.join(streaming)})"
         elif option == "events":
-            event = schema.field("detection.events.*")
-            fields = {schema.key_name(k): supervisor_type(v) for k, v in event.keys.items()}
+            # a sound event's keys and a loud one's; the clip's flattened to clip_<key>
+            keys = {**schema.field("detection.events.*").keys, **schema.LOUD_EVENT.keys}
+            fields = {schema.key_name(k): supervisor_type(v) for k, v in keys.items()}
+            del fields["clip"]
+            clip = schema.field("detection.events.*.clip").check.keys
+            fields |= {f"clip_{schema.key_name(k)}": supervisor_type(v) for k, v in clip.items()}
             derived[option] = [{"id": supervisor_type(schema.EVENT_KEY), **fields}]
         else:
             derived[option] = supervisor_type(schema.field(_key_path(path)))
@@ -91,19 +97,23 @@ def test_streaming_models_are_model_names_the_listener_takes():
 
 
 def test_what_the_listener_requires_the_addon_requires():
-    """A field the listener cannot do without has no "?" in the add-on's schema."""
-    event = schema.field("detection.events.*")
-    required = {schema.key_name(k) for k in event.keys if isinstance(k, vol.Required)}
-    assert required == {"labels", "on_threshold"}
-    for field in required:
-        assert not MANIFEST["schema"]["events"][0][field].endswith("?"), field
+    """A field every event needs has no "?" in the add-on's schema. A sound event's labels and
+    on_threshold, and a loud one's on_dbfs, are optional there (the other kind has none): the
+    listener's schema says when one is missing (tests/test_addon_mode.py)."""
+    sound, loud = schema.field("detection.events.*"), schema.LOUD_EVENT
+    required = [{schema.key_name(k) for k in e.keys if isinstance(k, vol.Required)}
+                for e in (sound, loud)]  # fmt: skip
+    assert required == [{"labels", "on_threshold"}, {"on_dbfs"}]
+    assert not MANIFEST["schema"]["events"][0]["name"].endswith("?")
 
 
 def test_every_option_reaches_the_key_it_names(tmp_path: Path):
     """OPTIONS, which names an option in the schema's errors, is where options_dict puts it."""
     reached = set()
     for source in ({"device": "USB Audio"}, {"stream_url": "rtsp://cam.local/s"}):
-        options = {**MANIFEST["options"], "chunk_seconds": 1.5, **source}
+        clips = {"clips_format": "opus", "clips_publish": False, "clips_max_count": 5,
+                 "clips_max_age_days": 2.5, "clips_max_total_mb": 50.0}  # fmt: skip
+        options = {**MANIFEST["options"], "chunk_seconds": 1.5, **clips, **source}
         config = addon.options_dict(options, tmp_path)
         for option, path in addon.OPTIONS.items():
             if option not in options:

@@ -415,10 +415,10 @@ _TIMING: dict[Any, Any] = {
 }
 _SWITCH_AND_CLIP: dict[Any, Any] = {
     vol.Optional("enabled", default=True): _boolean,
-    vol.Optional("clip", default=None): _optional(lambda v: _CLIP({} if v is True else v)),
+    vol.Optional("clip", default=None): _optional(_CLIP),
 }
 
-_LOUD_EVENT = _section(
+LOUD_EVENT = _section(
     {
         vol.Optional("name"): _text,
         **_KIND,
@@ -430,6 +430,7 @@ _LOUD_EVENT = _section(
     "kind: loud, on_dbfs, off_dbfs, ...",
     _loud_thresholds,
 )
+"""A loud event's keys (`field("detection.events.*")` is a sound event's)."""
 
 _EVENT = _section(
     {
@@ -459,7 +460,7 @@ def _event(event: Any) -> dict:
             "a loud event (kind: loud) is defined by its level alone; expected no labels",
             ["labels"],
         )
-    return _LOUD_EVENT(event)
+    return LOUD_EVENT(event)
 
 
 def _events(value: Any) -> dict:
@@ -630,6 +631,8 @@ def field(path: str) -> Any:
 
 EVENT_KEY = _slug
 """The check of an event's key (detection.events.<key>)."""
+BOOLEAN = _boolean
+"""The check of a true/false key."""
 
 
 def validate(data: Mapping[str, Any]) -> Config:
