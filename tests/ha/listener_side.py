@@ -43,9 +43,23 @@ def payloads() -> None:
             ("Glass", "Shatter"),
             0.45,
             0.3,
+            clip=True,
         )
         for source in sources
     ]
+    # A loud event: level alone, no labels, dBFS thresholds.
+    loud = p.PublishedEvent(
+        p.event_key("mic", "loud_noise", len(sources)),
+        "mic",
+        "Loud noise",
+        (),
+        0.0,
+        0.0,
+        kind="loud",
+        clip=True,
+        on_dbfs=-20.0,
+        off_dbfs=-26.0,
+    )
     info = p.info_payload(
         listener_id="kitchen",
         name="Kitchen",
@@ -58,12 +72,19 @@ def payloads() -> None:
             p.source_entry("porch", "ffmpeg", "reconnecting", 3, 1.25, 2, "connection refused"),
             p.source_entry("hall", "stdin", "lagging", 12, 2.4, 0, None),
         ],
-        events=events,
+        events=[*events, loud],
         counters={"chunks": 10, "transitions": 2, "mqtt_dropped": 0, "mqtt_queued": 0},
+        disabled=[loud.key],
+        clips=p.clips_entry("flac", True, 100, 30.0, 200.0),
     )
     out.append((topics.info, wire(info)))
+    out.append((topics.enabled(loud.key), p.OFF))
+    out.append((topics.enabled(events[0].key), p.ON))
+    out.append((topics.active, wire(p.active_payload([]))))
+    out.append((topics.active, wire(p.active_payload([events[0].key, loud.key]))))
     for event in events:
         episode = uuid.uuid4().hex
+        clip = p.clip_name(event.key, 1_795_000_010.5, episode, "flac")
         start = p.transition_payload(
             transition_id=episode,
             kind="start",
@@ -75,6 +96,7 @@ def payloads() -> None:
             start_wall=1_795_000_010.5,
             end_wall=None,
             duration_s=0.0,
+            clip=clip,
         )
         end = p.transition_payload(
             transition_id=episode,
@@ -87,9 +109,28 @@ def payloads() -> None:
             start_wall=1_795_000_010.5,
             end_wall=1_795_000_014.0,
             duration_s=3.5,
+            clip=clip,
+            reason="quiet",
         )
         out += [(topics.event(event.key), wire(start)), (topics.state(event.key), p.ON)]
         out += [(topics.event(event.key), wire(end)), (topics.state(event.key), p.OFF)]
+        out.append((topics.clip(clip), "fLaC"))
+    episode = uuid.uuid4().hex
+    for kind, reason in (("start", None), ("end", "disabled")):
+        transition = p.transition_payload(
+            transition_id=episode,
+            kind=kind,
+            event=loud.key,
+            source="mic",
+            label=None,
+            score=-18.46,
+            peak=-12.14,
+            start_wall=1_795_000_020.0,
+            end_wall=None if kind == "start" else 1_795_000_021.0,
+            duration_s=0.0 if kind == "start" else 1.0,
+            reason=reason,
+        )
+        out.append((topics.event(loud.key), wire(transition)))
     names = [label.name for label in all_labels()]
     rng = np.random.default_rng(0)
     for level in (-120.0, -32.46, 0.0):

@@ -44,11 +44,14 @@ def write_config(
     sources: list[dict[str, Any]],
     port: int,
     mqtt: dict[str, Any] | None = None,
+    glass: dict[str, Any] | None = None,
+    events: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Path:
     """Write a listener config: one 'glass' event on Shatter behind a -40 dBFS volume gate.
 
-    `mqtt` adds to the broker settings; `extra` adds top-level sections.
+    `mqtt` adds to the broker settings, `glass` to the glass event, `events` more events;
+    `extra` adds top-level sections.
     """
     config = {
         "listener": {"id": "e2e", "name": "End to end"},
@@ -63,7 +66,9 @@ def write_config(
                     "on_threshold": 0.5,
                     "off_threshold": 0.3,
                     "hold_s": 0,
-                }
+                    **(glass or {}),
+                },
+                **(events or {}),
             },
         },
         "mqtt": {"host": "127.0.0.1", "port": port, **(mqtt or {})},

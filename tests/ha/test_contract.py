@@ -18,12 +18,14 @@ from tests.broker import Broker, Subscriber
 
 from custom_components.sat_audio import protocol
 from custom_components.sat_audio.protocol import (
+    Active,
     Dropped,
     ListenerInfo,
     Scores,
     Transition,
     classify,
     parse,
+    parse_clip,
 )
 from real_listener import Listener, listener_side, write_config
 
@@ -33,12 +35,19 @@ def check(base: str, topic: str, payload: bytes | str) -> str:
 
     Return the kind of message the integration took it for.
     """
-    kind = classify(base, topic).kind
+    parsed = classify(base, topic)
+    kind = parsed.kind
     if kind in ("unknown", "command"):
+        return kind
+    if kind == "clip":
+        data = payload.encode() if isinstance(payload, str) else payload
+        clip = parse_clip(parsed.clip or "", data)
+        assert not isinstance(clip, Dropped), f"{topic}: {clip.reason}"
+        assert clip.data == data
         return kind
     value = parse(kind, payload)
     assert not isinstance(value, Dropped), f"{topic}: {value.reason}: {payload!r}"
-    if kind in ("status", "event_state", "listening"):
+    if kind in ("status", "event_state", "event_enabled", "listening"):
         text = payload.decode() if isinstance(payload, bytes) else payload
         assert value is (text in ("online", "ON"))
         return kind
@@ -55,6 +64,29 @@ def check(base: str, topic: str, payload: bytes | str) -> str:
             assert [e.key for e in value.events] == [e["key"] for e in raw["events"]]
             assert [e.name for e in value.events] == [e["name"] for e in raw["events"]]
             assert [list(e.labels) for e in value.events] == [e["labels"] for e in raw["events"]]
+            for event, sent in zip(value.events, raw["events"], strict=True):
+                assert (event.kind, event.enabled, event.clip) == (
+                    sent["kind"],
+                    sent["enabled"],
+                    sent["clip"],
+                )
+                assert (event.on_threshold, event.off_threshold) == (
+                    sent.get("on_threshold"),
+                    sent.get("off_threshold"),
+                )
+                assert (event.on_dbfs, event.off_dbfs) == (
+                    sent.get("on_dbfs"),
+                    sent.get("off_dbfs"),
+                )
+            clips = raw["clips"]
+            assert (value.clips is None) == (clips is None)
+            if clips:
+                assert value.clips is not None
+                assert (value.clips.format, value.clips.max_count, value.clips.max_total_mb) == (
+                    clips["format"],
+                    clips["max_count"],
+                    clips["max_total_mb"],
+                )
             assert [(s.name, s.kind, s.state) for s in value.sources] == [
                 (s["name"], s["kind"], s["state"]) for s in raw["sources"]
             ]
@@ -74,6 +106,9 @@ def check(base: str, topic: str, payload: bytes | str) -> str:
             )
             assert value.start == datetime.fromisoformat(raw["start"])
             assert value.end == (raw["end"] and datetime.fromisoformat(raw["end"]))
+            assert (value.clip, value.reason) == (raw["clip"], raw.get("reason"))
+        case Active():
+            assert list(value.events) == raw["events"]
         case Scores():
             assert (value.source, value.level_dbfs) == (raw["source"], raw["level_dbfs"])
             assert value.time == datetime.fromisoformat(raw["time"])
@@ -89,7 +124,17 @@ def test_listener_payload_builders() -> None:
     """Every topic and payload variant the listener's protocol module builds parses."""
     lines = [json.loads(line) for line in listener_side("payloads").splitlines()]
     kinds = [check("sat_audio/kitchen", line["topic"], line["payload"]) for line in lines]
-    assert set(kinds) == {"status", "listening", "info", "transition", "event_state", "scores"}
+    assert set(kinds) == {
+        "status",
+        "listening",
+        "info",
+        "transition",
+        "event_state",
+        "event_enabled",
+        "active",
+        "clip",
+        "scores",
+    }
 
 
 def test_one_set_of_limits() -> None:
@@ -102,7 +147,7 @@ def test_one_set_of_limits() -> None:
     listener = json.loads(listener_side("limits"))
     states = listener.pop("states")
     integration = {name: getattr(protocol, name) for name in listener}
-    assert len(documented) == 6
+    assert len(documented) == 7
     assert listener == documented
     assert integration == documented
     assert tuple(states) == protocol.SOURCE_STATES
@@ -110,7 +155,7 @@ def test_one_set_of_limits() -> None:
 
 
 def test_captured_from_real_listener(socket_enabled: None, tmp_path: Path) -> None:
-    """A real run with two sources, scores and MQTT discovery on: every message parses."""
+    """A real run with two sources, scores, discovery, a loud event and clips: all parse."""
     checkpoint = Path(listener_side("checkpoint", tmp_path, "Shatter").strip())
     wav = tmp_path / "glass.wav"
     listener_side("wav", wav, "__XX__X_")
@@ -129,6 +174,9 @@ def test_captured_from_real_listener(socket_enabled: None, tmp_path: Path) -> No
         # Discovery also publishes the per-source level topics, which the integration ignores.
         mqtt={"discovery": True},
         publishing={"scores": True, "rate_hz": 50, "top_k": 3},
+        glass={"clip": {"pre_s": 1, "post_s": 1}},
+        events={"loud": {"kind": "loud", "on_dbfs": -20, "hold_s": 0, "cooldown_s": 0}},
+        clips={"dir": str(tmp_path / "clips"), "format": "flac", "publish": True},
     )
     listener = Listener(tmp_path, config)
     try:
@@ -141,6 +189,7 @@ def test_captured_from_real_listener(socket_enabled: None, tmp_path: Path) -> No
 
     kinds: dict[str, int] = {}
     ignored = set()
+    labels: set[str | None] = set()
     for message in subscriber.messages:
         if not message.topic.startswith("sat_audio/e2e/"):
             continue
@@ -148,8 +197,14 @@ def test_captured_from_real_listener(socket_enabled: None, tmp_path: Path) -> No
         kinds[kind] = kinds.get(kind, 0) + 1
         if kind == "unknown":
             ignored.add(message.topic)
-    # Two episodes on each source, published under source-prefixed keys.
-    assert kinds["transition"] == 8, listener.output()
+        if kind == "transition":
+            labels.add(json.loads(message.payload)["label"])
+    # Two glass episodes on each source, published under source-prefixed keys, and the loud
+    # event's (no label) on the same tones.
+    assert kinds["transition"] >= 8, listener.output()
+    assert labels == {"Shatter", None}
+    assert kinds["clip"] >= 1, listener.output()
+    assert {"active", "event_enabled"} <= kinds.keys()
     assert kinds["scores"] >= 1  # rate-limited by the wall clock, and the files go fast
     assert {"status", "info", "listening", "event_state"} <= kinds.keys()
     # The integration reads the level from scores; the plain per-source level topics are not its.
