@@ -225,17 +225,22 @@ def cmd_detect(args: argparse.Namespace) -> int:
         if not args.json and len(waves) > 1:
             print(f"===== {path} =====")
         engine.feed("default", wave)
-        found = [t for chunk in engine.flush("default") for t in detector.update(chunk)]
+        found = detector.audio(wave)  # loud events, on the level of the audio alone
+        found += [t for chunk in engine.flush("default") for t in detector.update(chunk)]
         found += detector.close(wave.size / SAMPLE_RATE)
+        found.sort(key=lambda t: t.start_s if t.end_s is None else t.end_s)  # stable: in order
         for t in found:
+            # a loud event has no label, and its scores are levels in dBFS
+            label, unit = (t.label, "") if t.label is not None else ("(level)", " dBFS")
             if args.json:
                 print(json.dumps({"file": str(path), **asdict(t)}, allow_nan=False))
             elif t.type == "start":
-                print(f"{t.start_s:8.2f}s  start  {t.event:<16} {t.label:<28} score {t.score:.3f}")
+                print(f"{t.start_s:8.2f}s  start  {t.event:<16} {label:<28} "
+                      f"score {t.score:.3f}{unit}")  # fmt: skip
             else:
                 print(
-                    f"{t.end_s:8.2f}s  end    {t.event:<16} {t.label:<28} "
-                    f"score {t.score:.3f}  peak {t.peak:.3f}  lasted {t.duration_s:.2f}s"
+                    f"{t.end_s:8.2f}s  end    {t.event:<16} {label:<28} "
+                    f"score {t.score:.3f}  peak {t.peak:.3f}{unit}  lasted {t.duration_s:.2f}s"
                 )
     return 0
 

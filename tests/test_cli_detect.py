@@ -134,6 +134,26 @@ def test_detect_json_prints_expected_starts_and_ends(config: Path, clip: Path, c
     assert end["duration_s"] == 4.0
 
 
+def test_detect_prints_loud_events_by_level(tmp_path: Path, checkpoint: Path, clip: Path, capsys):
+    """A loud event needs no label: the noise (-10.5 dBFS) is on, the silence off."""
+    path = tmp_path / "loud.yaml"
+    path.write_text(
+        f"""
+model: {{name: "{checkpoint}", chunk_seconds: 0.5}}
+detection: {{events: {{bang: {{kind: loud, on_dbfs: -20, hold_s: 0}}}}}}
+"""
+    )
+    assert main(["detect", str(clip), "-c", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines] == [
+        ["3.00s", "start", "bang"],
+        ["7.00s", "end", "bang"],
+        ["9.00s", "start", "bang"],
+        ["10.00s", "end", "bang"],
+    ]
+    assert all("(level)" in line and "dBFS" in line for line in lines)
+
+
 def test_detect_on_onnx_without_torch(tmp_path: Path, checkpoint: Path, clip: Path):
     """backend: onnx where torch cannot be imported: the graph is exported beside the checkpoint
     and the events are torch's; backend: torch there is one line naming the extra."""
