@@ -19,8 +19,15 @@ from tests.broker import Broker
 from custom_components.sat_audio.const import DOMAIN
 from helpers import listener_device
 from homeassistant.components import automation, mqtt
-from homeassistant.config_entries import ConfigEntryState
-from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE
+from homeassistant.components.switch import DOMAIN as SWITCH_DOMAIN
+from homeassistant.config_entries import ConfigEntry, ConfigEntryState
+from homeassistant.const import (
+    ATTR_ENTITY_ID,
+    SERVICE_TURN_OFF,
+    STATE_OFF,
+    STATE_ON,
+    STATE_UNAVAILABLE,
+)
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr
@@ -136,6 +143,121 @@ async def test_listener_to_automation(
         await wait_for(
             lambda: hass.states.get(SENSOR).state == STATE_UNAVAILABLE, 20, "unavailable", log
         )
+        assert await hass.config_entries.async_unload(entry.entry_id)
+        assert await hass.config_entries.async_unload(mqtt_entry.entry_id)
+    finally:
+        if listener is not None:
+            await hass.async_add_executor_job(listener.stop)
+        await hass.async_add_executor_job(broker.stop)
+
+
+async def connect_and_discover(
+    hass: HomeAssistant, broker: Broker, log: Path
+) -> tuple[MockConfigEntry, ConfigEntry]:
+    """Connect Home Assistant's MQTT to the broker and confirm the listener's discovery flow."""
+    mqtt_entry = MockConfigEntry(
+        domain=mqtt.DOMAIN,
+        data={mqtt.CONF_BROKER: broker.host, "port": broker.port},
+        options={mqtt.CONF_BIRTH_MESSAGE: {}},
+        version=1,
+        minor_version=2,
+    )
+    mqtt_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
+    assert await mqtt.async_wait_for_mqtt_client(hass)
+    flows = await wait_for(
+        lambda: hass.config_entries.flow.async_progress_by_handler(DOMAIN),
+        60,
+        "the discovery flow",
+        log,
+    )
+    result = await hass.config_entries.flow.async_configure(flows[0]["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    return mqtt_entry, result["result"]
+
+
+async def test_loud_event_clip_and_switch(
+    hass: HomeAssistant, mock_hass_config: None, socket_enabled: None, tmp_path: Path
+) -> None:
+    """A loud event and any sound follow the tone; the glass clip reaches the media folder
+    byte for byte; the loud event's switch goes off through the listener's own report."""
+    hass.config.media_dirs = {"local": str(tmp_path / "media")}
+    checkpoint = Path(
+        (
+            await hass.async_add_executor_job(listener_side, "checkpoint", tmp_path, "Shatter")
+        ).strip()
+    )
+    wav = tmp_path / "glass.wav"
+    await hass.async_add_executor_job(listener_side, "wav", wav, "___XXX____")
+    broker = Broker(tmp_path / "broker")
+    await hass.async_add_executor_job(broker.start)
+    log = tmp_path / "listener.log"
+    listener: Listener | None = None
+    try:
+        source = {"name": "mic", "kind": "file", "path": str(wav), "realtime": True, "loop": True}
+        config = write_config(
+            tmp_path,
+            checkpoint,
+            [source],
+            broker.port,
+            glass={"clip": {"pre_s": 1, "post_s": 1}},
+            events={"loud": {"name": "Loud", "kind": "loud", "on_dbfs": -20, "hold_s": 0}},
+            clips={"dir": str(tmp_path / "clips"), "format": "flac"},
+        )
+        listener = await hass.async_add_executor_job(Listener, tmp_path, config)
+        mqtt_entry, entry = await connect_and_discover(hass, broker, log)
+        clips: list[str] = []
+
+        def on_glass_event(event: Event[EventStateChangedData]) -> None:
+            new = event.data["new_state"]
+            if (
+                event.data["entity_id"] == EVENT
+                and new
+                and new.attributes.get("event_type") == "clip"
+            ):
+                clips.append(new.attributes["clip"])
+
+        hass.bus.async_listen("state_changed", on_glass_event)
+
+        loud = "binary_sensor.end_to_end_loud"
+        any_sound = "binary_sensor.end_to_end_any_sound"
+        await wait_for(lambda: hass.states.get(loud), 30, "the loud sensor", log)
+        await wait_for(lambda: hass.states.get(loud).state == STATE_ON, 60, "loud on", log)
+        on = hass.states.get(loud)
+        assert on.attributes["on_dbfs"] == -20
+        assert -20 <= on.attributes["level_dbfs"] <= 0
+        await wait_for(
+            lambda: "Loud" in hass.states.get(any_sound).attributes["active_events"],
+            30,
+            "any sound naming the loud event",
+            log,
+        )
+        assert hass.states.get(any_sound).state == STATE_ON
+
+        # The clip of the glass episode: the listener's file, byte for byte, in the media folder.
+        await wait_for(lambda: clips, 60, "the glass clip", log)
+        name = clips[0]
+        saved = tmp_path / "media" / "sat_audio" / "e2e" / name
+        kept = tmp_path / "clips" / name
+        data = await hass.async_add_executor_job(saved.read_bytes)
+        assert data.startswith(b"fLaC")
+        assert data == await hass.async_add_executor_job(kept.read_bytes)
+        assert hass.states.get(EVENT).attributes["url"] == f"/media/local/sat_audio/e2e/{name}"
+
+        # Switching the loud event off: the listener reports it, and the switch follows.
+        switch = "switch.end_to_end_loud_detection"
+        assert hass.states.get(switch).state == STATE_ON
+        await hass.services.async_call(
+            SWITCH_DOMAIN, SERVICE_TURN_OFF, {ATTR_ENTITY_ID: switch}, blocking=True
+        )
+        await wait_for(lambda: hass.states.get(switch).state == STATE_OFF, 30, "switch off", log)
+        await wait_for(
+            lambda: hass.states.get(loud).state == STATE_OFF, 30, "loud off once disabled", log
+        )
+
+        await hass.async_add_executor_job(listener.stop)
+        assert listener.proc.returncode == 0, listener.output()
         assert await hass.config_entries.async_unload(entry.entry_id)
         assert await hass.config_entries.async_unload(mqtt_entry.entry_id)
     finally:
