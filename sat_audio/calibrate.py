@@ -5,13 +5,14 @@ false alarm. The model runs over it once (the same engine as `detect` and the li
 event's combined score is kept per chunk; the listener's own state machine (rules.EventRule) is
 then replayed over that series with the current thresholds and with every threshold on a grid,
 which costs far less than the model. The lowest on_threshold that keeps the false alarms at or
-below the target rate, at it and at every grid step above it, is suggested.
+below the target rate, at it and at every grid step above it, is suggested. Loud events get the
+same on the levels of their frames, replayed through rules.LoudRule.
 """
 
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from sat_audio.config import Config, EventConfig
 from sat_audio.custom import custom_labels, with_custom_sounds
 from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.errors import SatAudioError
-from sat_audio.rules import EventRule, Smoother, combine
+from sat_audio.rules import FRAME_S, EventRule, LevelFrames, LoudRule, Smoother, combine
 
 DAY_S = 86400.0
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9), ("max", 100.0))
@@ -30,27 +31,32 @@ KEEP_OFF = ("ratio", "distance")
 LOWEST = 0.05
 """The lowest on_threshold suggested by default: an event the room never scores would otherwise
 get the grid's bottom, which a recording of hours cannot vouch for."""
+DB_GRID = [float(db) for db in range(-120, 1)]
+"""Candidate on_dbfs for loud events: every dB of the schema's range."""
 BLOCK_S = 60.0
 """Seconds of a recording read, resampled and fed at a time: hours of audio never sit in memory."""
 
 
 def scored(event: EventConfig) -> bool:
-    """Whether calibration can replay this event: events scored by the model's labels."""
-    return getattr(event, "kind", "sound") == "sound"
+    """Whether an event is scored by the model's labels (else it is loud: levels alone)."""
+    return event.kind == "sound"
 
 
 @dataclass(frozen=True)
 class Series:
     """One continuous stream of chunks (a file, one run of a source), replayed with fresh rules.
 
-    scores holds, per event key, the event's combined label score per chunk before smoothing:
-    what EventRule.update computes from the 527 scores, so the series stays small.
+    scores holds, per sound event's key, its combined label score per chunk before smoothing:
+    what EventRule.update computes from the 527 scores, so the series stays small. frames holds
+    the level in dBFS of each FRAME_S frame from the stream's start (rules.LevelFrames), which
+    loud events need.
     """
 
     start_s: np.ndarray
     end_s: np.ndarray
     level_dbfs: np.ndarray
     scores: Mapping[str, np.ndarray]
+    frames: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def seconds(self) -> float:
@@ -79,6 +85,14 @@ class SeriesBuilder:
         self._end: list[float] = []
         self._level: list[float] = []
         self._scores: dict[str, list[float]] = {ev.key: [] for ev, _ in self._events}
+        loud = any(ev.kind == "loud" for ev in events)
+        self._framer = LevelFrames() if loud else None
+        self._frames: list[float] = []
+
+    def audio(self, samples: np.ndarray) -> None:
+        """The stream's audio as it is read, for loud events' frame levels (else ignored)."""
+        if self._framer is not None:
+            self._frames.extend(level for _, _, level in self._framer.feed(samples))
 
     def add(self, chunk: ChunkResult) -> None:
         self._start.append(chunk.start_s)
@@ -95,8 +109,9 @@ class SeriesBuilder:
         return Series(
             start_s=np.array(self._start, np.float64),
             end_s=np.array(self._end, np.float64),
-            level_dbfs=np.array(self._level, np.float32),
-            scores={key: np.array(values, np.float32) for key, values in self._scores.items()},
+            level_dbfs=np.array(self._level, np.float64),
+            scores={key: np.array(values, np.float64) for key, values in self._scores.items()},
+            frames=np.array(self._frames, np.float64),
         )
 
 
@@ -116,9 +131,13 @@ class EventReport:
     """One event's calibration; starts count false alarms, per_day extrapolates them."""
 
     key: str
+    kind: str
+    """sound: thresholds are scores (on_threshold, off_threshold); loud: levels in dBFS
+    (on_dbfs, off_dbfs)."""
     audio_s: float
     percentiles: dict[str, float]
-    """Of the score the thresholds see (combined, smoothed), over every chunk."""
+    """Of what the thresholds see: a sound event's combined, smoothed score over every chunk; a
+    loud event's level over every frame."""
     on_threshold: float
     off_threshold: float
     starts: int
@@ -180,7 +199,12 @@ def grid(step: float, lowest: float = LOWEST) -> list[float]:
 
 
 def _off_for(event: EventConfig, keep_off: str) -> tuple[str, Callable[[float], float]]:
-    """How off_threshold follows a new on_threshold, in words, and the rule itself."""
+    """How off follows a new on, in words, and the rule itself: a loud event keeps its distance
+    in dB; a sound event its ratio or distance, as asked."""
+    if event.kind == "loud":
+        assert event.on_dbfs is not None and event.off_dbfs is not None
+        db = event.on_dbfs - event.off_dbfs
+        return f"distance {db:g} dB", lambda on: round(on - db, 6)
     if keep_off == "ratio":
         ratio = event.off_threshold / event.on_threshold
         return f"ratio {ratio:.4g}", lambda on: round(on * ratio, 6)
@@ -188,6 +212,12 @@ def _off_for(event: EventConfig, keep_off: str) -> tuple[str, Callable[[float], 
         gap = event.on_threshold - event.off_threshold
         return f"distance {gap:.4g}", lambda on: round(on - gap, 6)
     raise SatAudioError(f"keep_off must be one of {', '.join(KEEP_OFF)}, got {keep_off!r}")
+
+
+def _runs(above: np.ndarray) -> int:
+    """Stretches of True: each start needs one of its own (above on), since the end between two
+    starts needs something below off, so below on."""
+    return int(above[:1].sum()) + int(np.count_nonzero(above[1:] & ~above[:-1]))
 
 
 class _SoundReplay:
@@ -206,11 +236,21 @@ class _SoundReplay:
         self.min_level_dbfs = min_level_dbfs
         self.custom = custom
         self.scores = _smoothed(event, segments)
+        self.values = np.concatenate(self.scores)
+        self.current = (event.on_threshold, event.off_threshold)
         gate = EventRule(event, min_level_dbfs, "", custom).gate
         self.open = [None if gate is None else seg.level_dbfs >= gate for seg in segments]
 
     def tuned(self, on: float, off: float) -> EventConfig:
         return dataclasses.replace(self.event, on_threshold=on, off_threshold=off)
+
+    @staticmethod
+    def valid_off(off: float) -> bool:
+        return off > 0
+
+    def on(self, segments: Sequence[Series], on: float, off: float) -> "_SoundReplay":
+        """The same event with these thresholds, over other segments (a positive clip)."""
+        return _SoundReplay(self.tuned(on, off), segments, self.min_level_dbfs, self.custom)
 
     def count(self, on: float, off: float) -> int:
         return count_starts(
@@ -218,13 +258,52 @@ class _SoundReplay:
         )
 
     def bound(self, on: float) -> int:
-        """Runs of chunks at or above on (and above the gate): each start needs one of its own,
-        as an end between two starts needs a chunk below off, so below on."""
-        runs = 0
-        for scores, open_ in zip(self.scores, self.open, strict=True):
-            above = scores >= on if open_ is None else (scores >= on) & open_
-            runs += int(above[0]) + int(np.count_nonzero(above[1:] & ~above[:-1]))
-        return runs
+        """At least the starts at on: stretches of chunks at or above on, and above the gate."""
+        return sum(
+            _runs(scores >= on if open_ is None else (scores >= on) & open_)
+            for scores, open_ in zip(self.scores, self.open, strict=True)
+        )
+
+
+class _LoudReplay:
+    """A loud event over a series: its frames' levels and the listener's LoudRule replayed with
+    any on_dbfs and off_dbfs."""
+
+    def __init__(self, event: EventConfig, segments: Sequence[Series]) -> None:
+        self.event = event
+        self.levels = [seg.frames for seg in segments]
+        self.values = np.concatenate(self.levels)
+        if not self.values.size:
+            raise SatAudioError(
+                f"{event.key}: a loud event needs the stream's frame levels (SeriesBuilder.audio)"
+            )
+        assert event.on_dbfs is not None and event.off_dbfs is not None
+        self.current = (event.on_dbfs, event.off_dbfs)
+        size = round(FRAME_S * SAMPLE_RATE)  # rules.LevelFrames' frames, and their times
+        self.times = [(np.arange(lv.size + 1) * size / SAMPLE_RATE).tolist() for lv in self.levels]
+
+    def tuned(self, on: float, off: float) -> EventConfig:
+        return dataclasses.replace(self.event, on_dbfs=on, off_dbfs=off)
+
+    @staticmethod
+    def valid_off(off: float) -> bool:
+        return off >= DB_GRID[0]
+
+    def on(self, segments: Sequence[Series], on: float, off: float) -> "_LoudReplay":
+        return _LoudReplay(self.tuned(on, off), segments)
+
+    def count(self, on: float, off: float) -> int:
+        starts = 0
+        for levels, times in zip(self.levels, self.times, strict=True):
+            frame = LoudRule(self.tuned(on, off), "calibrate").frame
+            for i, level in enumerate(levels.tolist()):
+                t = frame(times[i], times[i + 1], level)
+                if t is not None and t.type == "start":
+                    starts += 1
+        return starts
+
+    def bound(self, on: float) -> int:
+        return sum(_runs(levels >= on) for levels in self.levels)
 
 
 def calibrate_series(
@@ -238,9 +317,10 @@ def calibrate_series(
     keep_off: str = "ratio",
     positives: Mapping[str, Series] | None = None,
 ) -> list[EventReport]:
-    """Per scored event: score percentiles, false starts with the current settings, and the
-    lowest on_threshold on the grid (step apart, from lowest) giving at most per_day starts a
-    day, there and at every step above.
+    """Per event: percentiles of what its thresholds see, its false starts with the current
+    settings, and the lowest threshold on the grid giving at most per_day starts a day, there
+    and at every step above: on_threshold step apart from lowest up to 1 for a sound event,
+    on_dbfs 1 dB apart up to 0 dBFS for a loud one.
 
     Counts per day extrapolate from the series' length; a series shorter than a day allows
     floor(per_day * days) starts, so none under a day at the default rate.
@@ -253,27 +333,38 @@ def calibrate_series(
     candidates = grid(step, lowest)
     custom = custom_labels(e.labels for e in events)
     reports = []
-    for event in filter(scored, events):
-        replay = _SoundReplay(event, segments, min_level_dbfs, custom)
-        starts = replay.count(event.on_threshold, event.off_threshold)
+    for event in events:
+        replay: _SoundReplay | _LoudReplay
+        if scored(event):
+            replay = _SoundReplay(event, segments, min_level_dbfs, custom)
+        else:
+            replay = _LoudReplay(event, segments)
+        starts = replay.count(*replay.current)
         rule, off_for = _off_for(event, keep_off)
-        suggested, lower = _search(candidates, off_for, replay.bound, replay.count, allowed)
-        judged = replay.tuned(*suggested) if suggested else event
-        values = np.concatenate(replay.scores)
+        suggested, lower = _search(
+            candidates if scored(event) else DB_GRID,
+            off_for,
+            replay.valid_off,
+            replay.bound,
+            replay.count,
+            allowed,
+        )
+        judged = suggested or replay.current
         reports.append(
             EventReport(
                 key=event.key,
+                kind=event.kind,
                 audio_s=audio_s,
                 percentiles={
                     name: float(v)
                     for (name, _), v in zip(
                         PERCENTILES,
-                        np.percentile(values, [q for _, q in PERCENTILES]),
+                        np.percentile(replay.values, [q for _, q in PERCENTILES]),
                         strict=True,
                     )
                 },
-                on_threshold=event.on_threshold,
-                off_threshold=event.off_threshold,
+                on_threshold=replay.current[0],
+                off_threshold=replay.current[1],
                 starts=starts,
                 per_day=starts * DAY_S / audio_s,
                 keep_off=rule,
@@ -283,7 +374,7 @@ def calibrate_series(
                 lower_on=lower[0] if lower else None,
                 lower_starts=lower[1] if lower else None,
                 positives=tuple(
-                    _positive(name, clip, judged, min_level_dbfs, custom)
+                    _positive(name, replay.on([clip], *judged), judged[0])
                     for name, clip in (positives or {}).items()
                 ),
             )
@@ -294,6 +385,7 @@ def calibrate_series(
 def _search(
     candidates: Sequence[float],
     off_for: Callable[[float], float],
+    valid: Callable[[float], bool],
     bound: Callable[[float], int],
     count: Callable[[float, float], int],
     allowed: int,
@@ -305,7 +397,7 @@ def _search(
     suggested: tuple[float, float] | None = None
     for on in reversed(candidates):
         off = off_for(on)
-        if off <= 0:
+        if not valid(off):
             break  # lower thresholds cannot keep this distance: no valid configuration
         if bound(on) > allowed and (n := count(on, off)) > allowed:
             return suggested, (on, n)
@@ -313,21 +405,11 @@ def _search(
     return suggested, None
 
 
-def _positive(
-    name: str,
-    clip: Series,
-    event: EventConfig,
-    min_level_dbfs: float | None,
-    custom: Sequence[str],
-) -> Positive:
-    smoothed = _smoothed(event, [clip])
-    peak = float(smoothed[0].max()) if smoothed[0].size else 0.0
-    return Positive(
-        name=name,
-        peak=peak,
-        margin=peak - event.on_threshold,
-        fires=count_starts(event, [clip], smoothed, min_level_dbfs, custom) > 0,
-    )
+def _positive(name: str, clip: "_SoundReplay | _LoudReplay", on: float) -> Positive:
+    """A clip replayed with the thresholds judged: its peak, margin over on, and whether it
+    starts the event."""
+    peak = float(clip.values.max()) if clip.values.size else 0.0
+    return Positive(name=name, peak=peak, margin=peak - on, fires=clip.count(*clip.current) > 0)
 
 
 def read_blocks(path: Path, seconds: float = BLOCK_S) -> Iterator[np.ndarray]:
@@ -374,6 +456,7 @@ def score_recording(
     engine.reset()
     builder = SeriesBuilder(events)
     for block in read_blocks(path):
+        builder.audio(block)
         engine.feed("default", block)
         for chunk in engine.drain():
             builder.add(chunk)
@@ -418,10 +501,6 @@ def calibrate_files(
     every = config.detection.events
     if not every:
         raise SatAudioError("the configuration has no events under detection.events to calibrate")
-    if not any(map(scored, every)):
-        raise SatAudioError(
-            "no event of the configuration is scored by labels; loud events are not calibrated"
-        )
     if per_day <= 0:
         raise SatAudioError(f"the false alarms a day must be above 0, got {per_day:g}")
     grid(step, lowest)  # a bad grid fails before the model runs
@@ -478,53 +557,73 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def format_table(reports: Sequence[EventReport], per_day: float) -> str:
-    """The human report: one row per event, then the positive clips."""
+    """The human report: a row per event (sound events, then loud ones), then positive clips."""
     if not reports:
-        return "no events scored by labels to calibrate"
+        return "no events to calibrate"
     hours = reports[0].audio_s / 3600
-    mode = reports[0].keep_off.split()[0]
-    names = [name for name, _ in PERCENTILES]
+    sound = [r for r in reports if r.kind == "sound"]
+    loud = [r for r in reports if r.kind == "loud"]
     width = max(5, *(len(r.key) for r in reports))
     lines = [
         f"{hours:.2f} h of audio. Starts are false alarms: counts per day extrapolate from these "
         f"{hours:.2f} h.",
-        f"Suggested: the lowest on_threshold giving at most {per_day:g} start(s) a day, there "
-        "and at every step above it;",
-        f"its off_threshold keeps the configured {mode} to on_threshold.",
-        "",
-        f"{'':<{width}} {'score the thresholds see':^29} | {'now':^26} | {'suggested':^19}",
-        f"{'event':<{width}} {' '.join(f'{n:>5}' for n in names)} | {'on':>5} {'off':>5} "
-        f"{'starts':>6} {'/day':>7} | {'on':>5} {'off':>5} {'/day':>7}",
+        f"Suggested: the lowest threshold giving at most {per_day:g} start(s) a day, there and "
+        "at every step above it.",
     ]
-    for r in reports:
-        values = " ".join(f"{r.percentiles[n]:>5.3f}" for n in names)
-        sugg_day = None if r.suggested_starts is None else r.suggested_starts * DAY_S / r.audio_s
-        lines.append(
-            f"{r.key:<{width}} {values} | {r.on_threshold:>5.3f} {r.off_threshold:>5.3f} "
-            f"{r.starts:>6} {r.per_day:>7.1f} | {_num(r.suggested_on):>5} "
-            f"{_num(r.suggested_off):>5} {_num(sugg_day, 1):>7}"
-        )
+    if sound:
+        mode = sound[0].keep_off.split()[0]
+        lines.append(f"off_threshold keeps the configured {mode} to on_threshold.")
+    if loud:
+        lines.append("off_dbfs keeps its configured distance below on_dbfs.")
+    if sound:
+        lines += ["", *_rows(sound, width, "sound events: scores", 5, 3)]
+    if loud:
+        lines += ["", *_rows(loud, width, f"loud events: dBFS of {FRAME_S:g} s frames", 6, 1)]
     for r in reports:
         if r.suggested_on is None:
+            top = "1" if r.kind == "sound" else "0 dBFS"
             lines.append(
-                f"{r.key}: no on_threshold up to 1 gives at most {per_day:g} a day "
-                f"({r.lower_starts} starts at {r.lower_on}); raise min_duration_s or cooldown_s"
+                f"{r.key}: no threshold up to {top} gives at most {per_day:g} a day "
+                f"({r.lower_starts} starts at {r.lower_on:g}); raise min_duration_s or "
+                "cooldown_s"
             )
     clips = [(r, p) for r in reports for p in r.positives]
     if clips:
-        lines += ["", f"{'event':<{width}} {'clip':<24} {'peak':>5} {'margin':>7}  fires"]
+        lines += ["", f"{'event':<{width}} {'clip':<24} {'peak':>6} {'margin':>7}  fires"]
         for r, p in clips:
+            digits = 3 if r.kind == "sound" else 1
             lines.append(
-                f"{r.key:<{width}} {p.name:<24} {p.peak:>5.3f} {p.margin:>+7.3f}  "
+                f"{r.key:<{width}} {p.name:<24} {p.peak:>6.{digits}f} {p.margin:>+7.{digits}f}  "
                 f"{'yes' if p.fires else 'NO'}"
             )
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _rows(reports: Sequence[EventReport], width: int, what: str, w: int, d: int) -> list[str]:
+    """A table of events of one kind: w characters a number, d decimals."""
+    names = [name for name, _ in PERCENTILES]
+    lines = [
+        f"{'':<{width}} {what:^{5 * w + 4}} | {'now':^{2 * w + 16}} | {'suggested':^{2 * w + 9}}",
+        f"{'event':<{width}} {' '.join(f'{n:>{w}}' for n in names[:4])} {names[4]:>{w}} | "
+        f"{'on':>{w}} {'off':>{w}} {'starts':>6} {'/day':>7} | {'on':>{w}} {'off':>{w}} "
+        f"{'/day':>7}",
+    ]
+    for r in reports:
+        values = " ".join(f"{r.percentiles[n]:>{w}.{d}f}" for n in names)
+        sugg_day = None if r.suggested_starts is None else r.suggested_starts * DAY_S / r.audio_s
+        lines.append(
+            f"{r.key:<{width}} {values} | {r.on_threshold:>{w}.{d}f} {r.off_threshold:>{w}.{d}f} "
+            f"{r.starts:>6} {r.per_day:>7.1f} | {_num(r.suggested_on, d):>{w}} "
+            f"{_num(r.suggested_off, d):>{w}} {_num(sugg_day, 1):>7}"
+        )
+    return lines
+
+
 def yaml_snippet(reports: Sequence[EventReport]) -> str:
     """The suggested thresholds under detection.events, to paste into the configuration."""
+    keys = {"sound": ("on_threshold", "off_threshold"), "loud": ("on_dbfs", "off_dbfs")}
     events = {
-        r.key: {"on_threshold": r.suggested_on, "off_threshold": r.suggested_off}
+        r.key: dict(zip(keys[r.kind], (r.suggested_on, r.suggested_off), strict=True))
         for r in reports
         if r.suggested_on is not None
     }
@@ -532,7 +631,7 @@ def yaml_snippet(reports: Sequence[EventReport]) -> str:
         return "# no thresholds to suggest\n"
     follows = ", ".join(f"{r.key} {r.keep_off}" for r in reports if r.key in events)
     return (
-        "# suggested thresholds: paste into the configuration, beside each event's labels\n"
-        f"# off_threshold follows on_threshold by {follows}\n"
+        "# suggested thresholds: paste into the configuration, beside each event's settings\n"
+        f"# off follows on by {follows}\n"
         + yaml.safe_dump({"detection": {"events": events}}, sort_keys=False)
     )

@@ -13,6 +13,7 @@ from sat_audio.calibrate import (
     DAY_S,
     EventReport,
     Series,
+    SeriesBuilder,
     calibrate_series,
     format_table,
     yaml_snippet,
@@ -207,7 +208,7 @@ def test_no_threshold_is_quiet_enough():
     ]
     [report] = calibrate_series(Series.from_chunks(chunks, [GLASS_EVENT]), [GLASS_EVENT])
     assert report.suggested_on is None and report.lower_on == 1.0
-    assert "no on_threshold up to 1 gives at most 1 a day" in format_table([report], 1.0)
+    assert "no threshold up to 1 gives at most 1 a day" in format_table([report], 1.0)
     assert yaml_snippet([report]) == "# no thresholds to suggest\n"
 
 
@@ -248,3 +249,80 @@ def test_table_lists_every_event(four_days: list[ChunkResult]):
     assert "96.00 h of audio" in table and "extrapolate from these 96.00 h" in table
     for r in reports:
         assert any(line.startswith(r.key) for line in table.splitlines())
+
+
+LOUD = parse_config(
+    {"detection": {"events": {"bang": {"kind": "loud", "on_dbfs": -30, "min_duration_s": 0.2}}}}
+).detection.events[0]
+
+
+def loud_room(seconds: float, seed: int = 3) -> np.ndarray:
+    """A floor near -70 dBFS and bursts of 0.05 to 2 s between -60 and -10 dBFS."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    wave = (10 ** (-70 / 20) * rng.standard_normal(n)).astype(np.float32)
+    for start in rng.integers(0, n - 32000, int(seconds / 5)):
+        length = int(rng.uniform(0.05, 2.0) * 16000)
+        gain = 10 ** (rng.uniform(-60, -10) / 20)
+        wave[start : start + length] += gain * rng.standard_normal(length).astype(np.float32)
+    return np.clip(wave, -1, 1)
+
+
+def loud_starts(event: EventConfig, wave: np.ndarray) -> int:
+    """Starts as the listener counts a loud event's: its Detector fed the audio in blocks."""
+    det = Detector([event], source="mic")
+    return sum(
+        t.type == "start"
+        for start in range(0, wave.size, 12345)
+        for t in det.audio(wave[start : start + 12345])
+    )
+
+
+def loud_series(wave: np.ndarray, events: list[EventConfig]) -> Series:
+    """A stream's series as the listener would collect it: its audio, and 2 s chunks."""
+    builder = SeriesBuilder(events)
+    for start in range(0, wave.size, 32000):
+        builder.audio(wave[start : start + 32000])
+        i = start // 32000
+        builder.add(ChunkResult("mic", i, 2.0 * i, 2.0 * i + 2, _scores(0.0), -30.0))
+    return builder.build()
+
+
+def test_loud_event_keeps_its_promise():
+    """A loud event is calibrated on its frames' levels in dBFS: ten minutes at 432 a day allow
+    three starts; the listener's Detector, fed the audio, gives at most that at the suggested
+    on_dbfs and at every dB above it, more one dB below; off_dbfs keeps its 6 dB."""
+    wave = loud_room(600)
+    [report] = calibrate_series(loud_series(wave, [LOUD]), [LOUD], per_day=432)
+    assert (report.kind, report.keep_off) == ("loud", "distance 6 dB")
+    assert report.starts == loud_starts(LOUD, wave)
+    assert report.suggested_on is not None and report.lower_on == report.suggested_on - 1
+    assert report.suggested_off == report.suggested_on - 6
+    for on in np.arange(report.suggested_on, 1.0):
+        assert loud_starts(replace(LOUD, on_dbfs=on, off_dbfs=on - 6), wave) <= 3, on
+    lower = replace(LOUD, on_dbfs=report.lower_on, off_dbfs=report.lower_on - 6)
+    assert loud_starts(lower, wave) == report.lower_starts > 3
+    assert -75 < report.percentiles["p50"] < -65 and -20 < report.percentiles["max"] < -5
+
+
+def test_loud_snippet_and_positive():
+    """The snippet gives a loud event on_dbfs and off_dbfs, which the schema takes; a positive
+    clip's peak and margin are in dB."""
+    quiet = loud_room(120, seed=4) * 0.01  # 40 dB down: nothing above -50 dBFS
+    burst = np.zeros(32000, np.float32)
+    burst[8000:24000] = 0.1 * np.random.default_rng(5).standard_normal(16000)
+    events = [GLASS_EVENT, LOUD]
+    clip = loud_series(burst, events)
+    [glass, bang] = calibrate_series(
+        loud_series(quiet, events), events, positives={"burst.wav": clip}
+    )
+    assert glass.kind == "sound" and bang.kind == "loud"
+    [p] = bang.positives
+    assert p.fires and p.peak == pytest.approx(-20, abs=0.5)
+    assert p.margin == pytest.approx(p.peak - bang.suggested_on)
+    pasted = yaml.safe_load(yaml_snippet([glass, bang]))["detection"]["events"]
+    assert pasted["bang"] == {"on_dbfs": bang.suggested_on, "off_dbfs": bang.suggested_off}
+    raw = {"kind": "loud", "on_dbfs": -30, **pasted["bang"]}
+    [tuned] = parse_config({"detection": {"events": {"bang": raw}}}).detection.events
+    assert (tuned.on_dbfs, tuned.off_dbfs) == (bang.suggested_on, bang.suggested_off)
+    assert "loud events: dBFS of 0.1 s frames" in format_table([glass, bang], 1.0)

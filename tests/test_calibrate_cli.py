@@ -186,25 +186,29 @@ def test_positive_clips_and_snippet(config: Path, short_room: Path, clips: tuple
     parse_config(raw)
 
 
-def test_counts_match_detect_with_a_custom_sound(
+def test_counts_match_detect_with_custom_and_loud_events(
     config: Path, short_room: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
     """With the current settings, calibrate counts the starts `sat-audio detect` prints for the
-    same recording, an event on a custom:NAME label included (its column appended as detect
-    appends it)."""
+    same recording, for an event on a custom:NAME label (its column appended as detect appends
+    it) and a loud event (on its frames' levels) too."""
     folder = tmp_path / "models"
     a_sound("door").save(sound_path("door", folder))
     raw = yaml.safe_load(config.read_text())
     raw["model"]["dir"] = str(folder)
     raw["detection"]["events"]["door"] = {"labels": ["custom:door", "Glass"], "on_threshold": 0.6}
+    raw["detection"]["events"]["bang"] = {"kind": "loud", "on_dbfs": -50, "min_duration_s": 0.2}
     path = tmp_path / "custom.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert main(["detect", "--json", "-c", str(path), str(short_room)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     detected = Counter(t["event"] for t in lines if t["type"] == "start")
     reports = calibrate_files(load_config(path), [short_room])
-    assert {r.key: r.starts for r in reports} == {k: detected[k] for k in ("glass", "dog", "door")}
-    assert detected["door"] > 0
+    assert {r.key: r.starts for r in reports} == {
+        k: detected[k] for k in ("glass", "dog", "door", "bang")
+    }
+    assert detected["door"] > 0 and detected["bang"] > 0
+    assert {r.key: r.kind for r in reports}["bang"] == "loud"
 
 
 def test_blocks_read_as_detect_reads(noise_wav: Path, short_room: Path):
