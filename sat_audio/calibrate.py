@@ -11,6 +11,7 @@ same on the levels of their frames, replayed through rules.LoudRule.
 
 import dataclasses
 import math
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,13 +82,14 @@ class SeriesBuilder:
         self._events = [
             (ev, EventRule(ev, None, "", custom).indices) for ev in events if scored(ev)
         ]
-        self._start: list[float] = []
-        self._end: list[float] = []
-        self._level: list[float] = []
-        self._scores: dict[str, list[float]] = {ev.key: [] for ev, _ in self._events}
+        # arrays of doubles: hours of a live stream's chunks and frames stay compact
+        self._start = array("d")
+        self._end = array("d")
+        self._level = array("d")
+        self._scores = {ev.key: array("d") for ev, _ in self._events}
         loud = any(ev.kind == "loud" for ev in events)
         self._framer = LevelFrames() if loud else None
-        self._frames: list[float] = []
+        self._frames = array("d")
 
     def audio(self, samples: np.ndarray) -> None:
         """The stream's audio as it is read, for loud events' frame levels (else ignored)."""
@@ -107,12 +109,16 @@ class SeriesBuilder:
 
     def build(self) -> Series:
         return Series(
-            start_s=np.array(self._start, np.float64),
-            end_s=np.array(self._end, np.float64),
-            level_dbfs=np.array(self._level, np.float64),
-            scores={key: np.array(values, np.float64) for key, values in self._scores.items()},
-            frames=np.array(self._frames, np.float64),
+            start_s=_copy(self._start),
+            end_s=_copy(self._end),
+            level_dbfs=_copy(self._level),
+            scores={key: _copy(values) for key, values in self._scores.items()},
+            frames=_copy(self._frames),
         )
+
+
+def _copy(values: array) -> np.ndarray:
+    return np.frombuffer(values, np.float64).copy()
 
 
 @dataclass(frozen=True)
