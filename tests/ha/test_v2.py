@@ -6,14 +6,22 @@ payloads the listener sends; clips land in a real media folder on disk.
 
 from __future__ import annotations
 
+from datetime import timedelta
 import logging
 import os
 from pathlib import Path
+import re
 import time
 
+from freezegun.api import FrozenDateTimeFactory
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry, async_mock_service
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_time_changed,
+    async_mock_service,
+)
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
+import yaml
 
 from custom_components.sat_audio.const import DOMAIN
 from custom_components.sat_audio.logbook import describe
@@ -32,6 +40,7 @@ from homeassistant.const import (
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
+import homeassistant.util.dt as dt_util
 from payloads import (
     BASE,
     CLIPS,
@@ -426,4 +435,62 @@ async def test_clip_of_unknown_event_or_without_media_folder(
     assert (tmp_path / "rec" / "sat_audio" / "kitchen" / other).read_bytes() == CLIP_BYTES
     assert hass.states.get(GLASS_EVENT).attributes["url"] == (
         f"/media/recordings/sat_audio/kitchen/{other}"
+    )
+
+
+README = Path(__file__).parents[2] / "custom_components" / "sat_audio" / "README.md"
+
+
+async def test_documented_modes(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    loud_listener: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The README's mode automations switch the events as it says, by time and by presence."""
+    text = README.read_text()
+    block = re.search(r"### Modes.*?```yaml\n(.*?)```", text, re.S)
+    assert block is not None
+    noon = dt_util.now().replace(hour=12, minute=0, second=0) + timedelta(days=1)
+    freezer.move_to(noon)
+    async_fire_time_changed(hass, noon)
+    assert await async_setup_component(hass, "zone", {})
+    hass.states.async_set("zone.home", "1", hass.states.get("zone.home").attributes)
+    assert await async_setup_component(hass, automation.DOMAIN, yaml.safe_load(block[1]))
+    await hass.async_block_till_done()
+
+    def commands() -> list[tuple[str, str]]:
+        calls = mqtt_mock.async_publish.call_args_list
+        mqtt_mock.async_publish.reset_mock()
+        return [(call.args[0].removeprefix(f"{BASE}/event/"), call.args[1]) for call in calls]
+
+    commands()
+    night = noon.replace(hour=22, minute=29, second=59)
+    freezer.move_to(night)
+    async_fire_time_changed(hass, night)
+    freezer.tick(timedelta(seconds=2))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert commands() == [("dog_bark/enabled/set", "OFF")]
+
+    hass.states.async_set("zone.home", "0", hass.states.get("zone.home").attributes)
+    await hass.async_block_till_done()
+    assert sorted(commands()) == [
+        ("glass_breaking/enabled/set", "ON"),
+        ("loud_noise/enabled/set", "ON"),
+    ]
+    hass.states.async_set("zone.home", "1", hass.states.get("zone.home").attributes)
+    await hass.async_block_till_done()
+    assert commands() == [("loud_noise/enabled/set", "OFF")]
+
+    morning = night.replace(hour=6, minute=59, second=59) + timedelta(days=1)
+    freezer.move_to(morning)
+    async_fire_time_changed(hass, morning)
+    freezer.tick(timedelta(seconds=2))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert commands() == [("dog_bark/enabled/set", "ON")]
+    # Their time triggers' timers go with them.
+    await hass.services.async_call(
+        automation.DOMAIN, "turn_off", {ATTR_ENTITY_ID: "all"}, blocking=True
     )
