@@ -84,7 +84,8 @@ def test_suggestion_keeps_its_promise(event: EventConfig, four_days: list[ChunkR
     assert report.per_day == pytest.approx(report.starts / 4)
     assert report.suggested_on is not None and report.lower_on is not None
     assert report.lower_on == pytest.approx(report.suggested_on - 0.01)
-    for on in np.arange(report.suggested_on, 1.0001, 0.01):
+    # above the highest score nothing can start: those steps need no Detector
+    for on in np.arange(report.suggested_on, report.percentiles["max"] + 0.01, 0.01):
         tuned = replace(event, on_threshold=on, off_threshold=on * 0.75)
         assert starts(tuned, four_days) <= 4, on
     at = replace(event, on_threshold=report.suggested_on, off_threshold=report.suggested_off)
