@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+from sat_audio import addon
 from sat_audio.addon import split_labels
 from sat_audio.cli import main
 from sat_audio.config import ConfigError, EventConfig, parse_config
@@ -134,6 +135,19 @@ def test_the_configuration_and_the_addon_options_take_custom_labels() -> None:
         "custom:kettle",
         "Water tap, faucet",
     ]
+
+
+def test_the_addon_options_labels_text_takes_custom_labels(tmp_path: Path) -> None:
+    """The add-on's model folder is its data folder's, where its custom sounds are looked for."""
+    manifest = yaml.safe_load((Path(__file__).parents[1] / "addon" / "config.yaml").read_text())
+    options = manifest["options"]
+    options["events"][0]["labels"] = "custom:Kettle, Water tap, faucet"
+    config = addon.to_config(addon.options_dict(options, tmp_path))
+    assert config.detection.events[0].labels == ("custom:kettle", "Water tap, faucet")
+    assert sound_path("kettle", config.model.dir) == tmp_path / "models/custom/kettle.json"
+    options["events"][0]["labels"] = "custom:tea pot"
+    with pytest.raises(ConfigError, match=r"\(glass_breaking\)\.labels': custom sound name 'tea"):
+        addon.to_config(addon.options_dict(options, tmp_path))
 
 
 def test_rules_read_a_custom_labels_column() -> None:
@@ -289,17 +303,19 @@ def test_listener_publishes_custom_events_over_mqtt_and_after_a_restart(
     taught: Path, tmp_path: Path, broker: Broker
 ) -> None:
     """sat-audio run loads the taught sound, its events go out over MQTT like any other; a
-    second run (a restart) loads it again from the model folder."""
+    second run (a restart) loads it again from the model folder. The second reads the file in
+    real time, so every chunk's top labels are published: the custom label among them."""
     wav = tmp_path / "scene.wav"
     sf.write(wav, scene(5, tone(1.0), 4.0, seconds=8.0), RATE)
     config = tmp_path / "config.yaml"
     data = yaml.safe_load(taught.read_text())
-    data["sources"] = [file_source(wav, realtime=False)]
     data["mqtt"] = mqtt_section(broker)
-    config.write_text(yaml.safe_dump(data))
+    data["publishing"] = {"scores": True, "top_k": 3, "rate_hz": 50}
     sub = Subscriber(broker, (f"{BASE}/#",)).start()
     try:
         for run_number in (1, 2):
+            data["sources"] = [file_source(wav, realtime=run_number == 2)]
+            config.write_text(yaml.safe_dump(data))
             run = _run(tmp_path, config, run_number)
             try:
                 assert run.wait() == 0, run.stderr()
@@ -308,6 +324,8 @@ def test_listener_publishes_custom_events_over_mqtt_and_after_a_restart(
             sub.wait_for(lambda n=run_number: len(starts(sub)) >= n, f"start {run_number}")
             found = [(s["label"], s["event"]) for s in starts(sub)]
             assert found == [("custom:tone", "tone")] * run_number
+        tops = [[t["label"] for t in m.json()["top"]] for m in sub.on(f"{BASE}/scores")]
+        assert sum("custom:tone" in top for top in tops) >= 1, tops
     finally:
         sub.stop()
 
