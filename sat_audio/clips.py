@@ -233,8 +233,10 @@ class Clips:
         self.writer = Writer(cfg, folder, publish)
         prune(folder, cfg.max_count, cfg.max_age_days, cfg.max_total_mb)
 
-    def has_ring(self, source: str) -> bool:
-        return source in self._rings
+    def ring_bytes(self, source: str) -> int:
+        """Memory the source's ring holds (0 without one)."""
+        ring = self._rings.get(source)
+        return 0 if ring is None else ring.buffer.nbytes
 
     def audio(self, source: str, samples: np.ndarray) -> None:
         """A block of the source as it is analysed."""

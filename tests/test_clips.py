@@ -174,3 +174,22 @@ def test_default_folder_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert clips_folder(None) == tmp_path / "sat-audio" / "clips"
     assert clips_folder("~/x") == Path.home() / "x"
+
+
+def test_no_clip_configured_means_no_ring(tmp_path: Path) -> None:
+    """Only an event with clip: makes the listener keep audio: a ring of int16 per source."""
+    from sat_audio.listener import Listener
+    from sat_audio.publish.stdout import StdoutPublisher
+
+    sources = [{"name": "a", "kind": "stdin"}, {"name": "b", "kind": "stdin"}]
+    bang: dict = {"kind": "loud", "on_dbfs": -20}
+    plain = parse_config({"sources": sources, "detection": {"events": {"bang": bang}}})
+    assert Listener(plain, StdoutPublisher())._make_clips(2.0) is None
+    bang["clip"] = {"pre_s": 5}
+    events = {"events": {"bang": bang}}
+    kept = parse_config({"sources": sources, "detection": events, "clips": {"dir": str(tmp_path)}})
+    clips = Listener(kept, StdoutPublisher())._make_clips(2.0)
+    assert clips is not None
+    # 5 s pre-roll + a 2 s chunk + a loop turn of 100 blocks of 0.1 s + 1 s, 2 bytes a sample
+    assert {s: clips.ring_bytes(s) for s in ("a", "b")} == {"a": 576_000, "b": 576_000}
+    clips.close(60.0)
