@@ -197,3 +197,25 @@ def test_clips_errors_are_one_line(clips: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"clips": clips})
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_printed_config_reads_back_with_loud_events_switches_and_clips() -> None:
+    import yaml
+
+    from sat_audio.config import to_yaml
+
+    config = parse_config(
+        {
+            "detection": {
+                "events": {
+                    "bang": {"kind": "loud", "on_dbfs": -20, "clip": {"pre_s": 2}},
+                    "dog": {"labels": ["Bark"], "on_threshold": 0.5, "enabled": False},
+                }
+            },
+            "clips": {"format": "opus", "max_total_mb": 50},
+        }
+    )
+    text = to_yaml(config)
+    assert parse_config(yaml.safe_load(text)) == config
+    bang = yaml.safe_load(text)["detection"]["events"]["bang"]
+    assert "labels" not in bang and "on_threshold" not in bang and bang["off_dbfs"] == -26.0
