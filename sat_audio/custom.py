@@ -306,10 +306,13 @@ def embed(scorer: "Scorer", waves: np.ndarray, chunk_samples: int) -> np.ndarray
     return np.stack(out, axis=1)
 
 
-def _chunk_levels(wave: np.ndarray, chunk_samples: int) -> np.ndarray:
-    return np.array(
+def _sounding(wave: np.ndarray, chunk_samples: int) -> np.ndarray:
+    """Which chunks of an example hold the sound: within EXAMPLE_RANGE_DB of its loudest, and
+    not silent."""
+    levels = np.array(
         [level_dbfs(wave[i : i + chunk_samples]) for i in range(0, wave.size, chunk_samples)]
     )
+    return (levels >= levels.max() - EXAMPLE_RANGE_DB) & (levels > SILENT_DBFS)
 
 
 def _padded(wave: np.ndarray, chunk_samples: int) -> np.ndarray:
@@ -396,8 +399,7 @@ def teaching_set(
                 renderings.append(w if snr is None else _at_snr(w, segment, snr))
         got = embed(scorer, np.stack(renderings), chunk)  # (renderings, chunks, D)
         for i, w in enumerate(placed):
-            levels = _chunk_levels(w, chunk)
-            keep = (levels >= levels.max() - EXAMPLE_RANGE_DB) & (levels > SILENT_DBFS)
+            keep = _sounding(w, chunk)
             positives += [got[i * len(MIX_SNRS_DB) + j][keep] for j in range(len(MIX_SNRS_DB))]
     positive = np.concatenate(positives)
     if not len(positive):
@@ -410,15 +412,11 @@ def teaching_set(
     for wave in examples:  # the same sound at other pitches is another sound
         shifted = [_pitched(wave, factor) for factor in PITCH_FACTORS]
         longest = _padded(np.zeros(max(w.size for w in shifted) + chunk), chunk).size
-        placed = np.zeros((len(shifted), longest), np.float32)
-        for row, w in zip(placed, shifted, strict=True):
+        waves = np.zeros((len(shifted), longest), np.float32)
+        for row, w in zip(waves, shifted, strict=True):
             row[chunk : chunk + w.size] = w
-        got = embed(scorer, placed, chunk)
-        for w, rows in zip(placed, got, strict=True):
-            levels = _chunk_levels(w, chunk)
-            negatives.append(
-                rows[(levels >= levels.max() - EXAMPLE_RANGE_DB) & (levels > SILENT_DBFS)]
-            )
+        got = embed(scorer, waves, chunk)
+        negatives += [rows[_sounding(w, chunk)] for w, rows in zip(waves, got, strict=True)]
     budget = int(MAX_BACKGROUND_S * SAMPLE_RATE)
     for wave in background:
         wave = _padded(wave[:budget], chunk)
