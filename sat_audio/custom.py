@@ -45,6 +45,8 @@ SILENT_DBFS = -70.0
 EXAMPLE_RANGE_DB = 20.0
 """An example's chunks count if within this of its loudest chunk: a clip's silent tail is not
 the sound."""
+ABOVE_FLOOR_DB = 6.0
+"""In an example with quiet stretches, its chunks must be this far above its quietest."""
 LEADS = (0.0, 0.25, 0.5, 0.75)
 """Each example is taught at these offsets (fractions of a chunk) of silence before it: in a
 live stream the sound falls anywhere within a chunk."""
@@ -306,13 +308,21 @@ def embed(scorer: "Scorer", waves: np.ndarray, chunk_samples: int) -> np.ndarray
     return np.stack(out, axis=1)
 
 
-def _sounding(wave: np.ndarray, chunk_samples: int) -> np.ndarray:
-    """Which chunks of an example hold the sound: within EXAMPLE_RANGE_DB of its loudest, and
-    not silent."""
-    levels = np.array(
+def _levels(wave: np.ndarray, chunk_samples: int) -> np.ndarray:
+    return np.array(
         [level_dbfs(wave[i : i + chunk_samples]) for i in range(0, wave.size, chunk_samples)]
     )
-    return (levels >= levels.max() - EXAMPLE_RANGE_DB) & (levels > SILENT_DBFS)
+
+
+def _sounding(wave: np.ndarray, chunk_samples: int, floor_dbfs: float) -> np.ndarray:
+    """Which chunks of an example hold the sound: within EXAMPLE_RANGE_DB of its loudest, not
+    silent, and ABOVE_FLOOR_DB above floor_dbfs, the example's quietest chunk, when the example
+    spans that much (a saved clip's room before and after the sound is not the sound)."""
+    levels = _levels(wave, chunk_samples)
+    keep = (levels >= levels.max() - EXAMPLE_RANGE_DB) & (levels > SILENT_DBFS)
+    if levels.max() - floor_dbfs >= 2 * ABOVE_FLOOR_DB:
+        keep &= levels >= floor_dbfs + ABOVE_FLOOR_DB
+    return keep
 
 
 def _padded(wave: np.ndarray, chunk_samples: int) -> np.ndarray:
@@ -375,7 +385,7 @@ def teaching_set(
 
     Each example runs after a chunk of lead-in (a live stream's memory has heard the room first),
     at several offsets within a chunk (LEADS), as recorded and mixed with background at each of
-    MIX_SNRS_DB; its chunks within EXAMPLE_RANGE_DB of its loudest count as the sound. The
+    MIX_SNRS_DB; the chunks _sounding picks are the sound. The
     negatives: the background, generic noise (generic_background), and the examples at other
     pitches (PITCH_FACTORS).
     """
@@ -398,8 +408,9 @@ def teaching_set(
                 segment = np.resize(noise[start:], length)
                 renderings.append(w if snr is None else _at_snr(w, segment, snr))
         got = embed(scorer, np.stack(renderings), chunk)  # (renderings, chunks, D)
+        floor = float(_levels(wave, chunk).min()) if wave.size >= 2 * chunk else -np.inf
         for i, w in enumerate(placed):
-            keep = _sounding(w, chunk)
+            keep = _sounding(w, chunk, floor)
             positives += [got[i * len(MIX_SNRS_DB) + j][keep] for j in range(len(MIX_SNRS_DB))]
     positive = np.concatenate(positives)
     if not len(positive):
@@ -416,7 +427,9 @@ def teaching_set(
         for row, w in zip(waves, shifted, strict=True):
             row[chunk : chunk + w.size] = w
         got = embed(scorer, waves, chunk)
-        negatives += [rows[_sounding(w, chunk)] for w, rows in zip(waves, got, strict=True)]
+        negatives += [
+            rows[_sounding(w, chunk, -np.inf)] for w, rows in zip(waves, got, strict=True)
+        ]
     budget = int(MAX_BACKGROUND_S * SAMPLE_RATE)
     for wave in background:
         wave = _padded(wave[:budget], chunk)

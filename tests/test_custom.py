@@ -22,6 +22,7 @@ from sat_audio.custom import (
     load_sounds,
     read_sound,
     sound_path,
+    teaching_set,
 )
 from sat_audio.engine import ChunkResult
 from sat_audio.errors import SatAudioError
@@ -233,6 +234,22 @@ def write(config: Path, folder: Path, events: dict, **extra: object) -> None:
         **extra,
     }
     config.write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.slow
+def test_a_saved_clips_room_before_and_after_is_not_taught_as_the_sound() -> None:
+    """A clip as the listener saves one: seconds of the room around the sound. Only the chunks
+    that hold the sound are examples (16 renderings, one or two chunks each); the room's, 17 dB
+    below the tone, would otherwise pass the 20 dB range too."""
+    from sat_audio.model.fast import TorchScorer
+
+    room = hiss(4.0, 3, level=0.03)
+    clip = np.concatenate((room, tone(1.0), hiss(4.0, 4, level=0.03)))
+    scorer = TorchScorer(random_model("SAT_T_1s", seed=1))
+    positive, _ = teaching_set(scorer, [clip], [], 1.0)
+    assert 16 <= len(positive) <= 32
+    steady, _ = teaching_set(scorer, [hiss(3.0, 5, level=0.1)], [], 1.0)
+    assert len(steady) >= 16 * 3  # a steady sound: every chunk is the sound
 
 
 @pytest.mark.slow
