@@ -5,6 +5,7 @@ Four backends: "reference" (the plain forward, fast=False: the figure before iss
 model.precision int8, model/onnx_int8.py; its floor is float32's too). Random weights cost
 exactly what trained ones do. Run from the repository root:
     .venv/bin/python benchmarks/bench_model.py
+    .venv/bin/python benchmarks/bench_model.py --embedding-only   # what custom sounds add
 The machine is shared: backends are timed interleaved, chunk by chunk, so their ratios within one
 run are fair even when the absolute figures move with the load.
 """
