@@ -52,8 +52,9 @@ class SatAudioEventEntity(SatAudioEventKeyEntity, EventEntity):
         self._set_event_types()
 
     def _set_event_types(self) -> None:
+        # A clip may come while the info says the event keeps none (it just changed): it fires.
         if state := self.listener.events.get(self.key):
-            clip = [TRIGGER_CLIP] if state.info.clip else []
+            clip = [TRIGGER_CLIP] if state.info.clip or state.last_clip else []
             self._attr_event_types = [TRIGGER_STARTED, TRIGGER_ENDED, *clip]
 
     @callback
@@ -80,4 +81,5 @@ class SatAudioEventEntity(SatAudioEventKeyEntity, EventEntity):
     @callback
     def _fire_clip(self, clip: SavedClip) -> None:
         if clip.event == self.key:
+            self._set_event_types()
             self._trigger_event(TRIGGER_CLIP, clip.data())

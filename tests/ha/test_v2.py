@@ -494,3 +494,21 @@ async def test_documented_modes(
     await hass.services.async_call(
         automation.DOMAIN, "turn_off", {ATTR_ENTITY_ID: "all"}, blocking=True
     )
+
+
+async def test_clip_of_an_event_the_info_says_keeps_none(
+    hass: HomeAssistant,
+    media: Path,
+    loud_listener: MockConfigEntry,
+    send: Send,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Dog barking keeps no clips by its info; a clip of it (a config just changed) still fires."""
+    dog = "event.kitchen_dog_barking"
+    assert hass.states.get(dog).attributes["event_types"] == ["started", "ended"]
+    name = clip_name("dog_bark")
+    await send_clip(hass, send, name, CLIP_BYTES)
+    state = hass.states.get(dog)
+    assert state.attributes["event_types"] == ["started", "ended", "clip"]
+    assert (state.attributes["event_type"], state.attributes["clip"]) == ("clip", name)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
