@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from sat_audio import SAMPLE_RATE
 from sat_audio.clips import Clips, clips_folder, ring_seconds
@@ -43,6 +44,10 @@ from sat_audio.publish.stdout import StdoutPublisher
 from sat_audio.rules import Detector, Transition
 from sat_audio.sources import open_source
 from sat_audio.sources.base import Source
+
+if TYPE_CHECKING:
+    from sat_audio.config import WebConfig
+    from sat_audio.web.view import View
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +132,7 @@ class Listener:
 
     def __init__(self, config: Config, publisher: Publisher | None = None) -> None:
         self.config = config
+        self.view: View | None = None  # the live view, while it runs
         names = [s.name for s in config.sources]
         self.events: list[PublishedEvent] = published_events(names, config.detection.events)
         self._keys = {
@@ -215,13 +221,49 @@ class Listener:
                     src, self._detector(src.name), [(0.0, time.time())]
                 )
             self._publish_info(force=True)
+            if cfg.web.enabled:
+                self.view = self._start_view(cfg.web)
             # all started: the code only start-up ran (most of torch's or onnxruntime's) can go
             # now, not at the first chunk only (a paused listener, or a camera not yet up, has none)
             release_startup_code()
             code = self._loop(engine, stop)
         finally:
+            if self.view is not None:
+                self.view.stop()
             self._shutdown()
         return code
+
+    def _start_view(self, web: "WebConfig") -> "View":
+        """The live view's server; its module is imported only when it is on."""
+        from sat_audio.web.view import View
+
+        view = View(
+            web,
+            listener={
+                "name": self.config.listener.name,
+                "id": self.config.listener.id,
+                "model": self.model_name,
+                "min_level_dbfs": self.config.detection.min_level_dbfs,
+            },
+            sources=list(self._streams),
+            events=self.config.detection.events,
+            labels=self._labels,
+            chunk_s=self.chunk_s,
+        )
+        view.listening = self.listening
+        view.start()
+        return view
+
+    def _view_health(self) -> Payload:
+        """Source health and counters for the live view (built only while someone watches)."""
+        return {
+            "sources": self._source_entries(),
+            "counters": {
+                "chunks": self.chunks,
+                "transitions": self.transitions,
+                "mqtt_dropped": self.publisher.dropped,
+            },
+        }
 
     @staticmethod
     def _check_realtime(engine: Engine) -> None:
@@ -342,6 +384,15 @@ class Listener:
             self.chunks += 1
             for t in st.detector.update(chunk):
                 self._emit(st, t)
+            if self.view is not None:
+                self.view.chunk(
+                    chunk.stream,
+                    st.wall(chunk.end_s),
+                    chunk.level_dbfs,
+                    chunk.scores,
+                    st.detector.rules,
+                    self._view_health,
+                )
             if now >= st.next_live:
                 st.next_live = now + 1.0 / self.config.publishing.rate_hz
                 wall = st.wall(chunk.end_s)
@@ -383,6 +434,11 @@ class Listener:
         else:
             log.info("%s %s: %s score %.2f peak %.2f", key, t.type, t.label, t.score, t.peak)
         self.publisher.transition(key, payload)
+        if self.view is not None:
+            end = None if t.end_s is None else st.wall(t.end_s)
+            self.view.transition(
+                st.source.name, t.event, t.id, t.label, t.peak, st.wall(t.start_s), end
+            )
         self.publisher.state(key, t.type == "start")
         self._publish_active()
 
@@ -477,6 +533,10 @@ class Listener:
                         self.clips.finish(name)
                 log.info("listening paused: audio is read and discarded, not analysed")
             self.listening = on
+            if self.view is not None:
+                self.view.set_listening(
+                    on, {name: st.detector.rules for name, st in self._streams.items()}
+                )
         self.publisher.listening(self.listening)
         now = time.monotonic()
         if now - self._switched_at >= INFO_MIN_INTERVAL_S:

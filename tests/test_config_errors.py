@@ -365,7 +365,7 @@ CORPUS = [
         "unknown section",
         "colour: red",
         "colour: unknown key 'colour'; expected one of listener, model, sources, detection, mqtt, "
-        "publishing, logging, clips",
+        "publishing, logging, web, clips",
     ),
     # secrets from the environment
     (

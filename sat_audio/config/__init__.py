@@ -30,6 +30,7 @@ from sat_audio.config.model import (
     PublishingConfig,
     SourceConfig,
     TlsConfig,
+    WebConfig,
     to_dict,
 )
 from sat_audio.config.schema import validate
@@ -50,6 +51,7 @@ __all__ = [
     "PublishingConfig",
     "SourceConfig",
     "TlsConfig",
+    "WebConfig",
     "config_path",
     "default_config_text",
     "load_config",

@@ -128,6 +128,18 @@ class PublishingConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The live view: off unless enabled; binds 127.0.0.1 unless told otherwise."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8760
+    history_minutes: float = 10.0
+    allow: tuple[str, ...] = ()
+    """Client addresses it answers (others get 403); empty: any that can connect."""
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "info"
 
@@ -141,6 +153,7 @@ class Config:
     mqtt: MqttConfig | None = None
     publishing: PublishingConfig = field(default_factory=PublishingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     clips: ClipsConfig = field(default_factory=ClipsConfig)
 
 
@@ -182,6 +195,7 @@ def build(clean: dict) -> Config:
         mqtt=mqtt_cfg,
         publishing=PublishingConfig(**clean["publishing"]),
         logging=LoggingConfig(**clean["logging"]),
+        web=WebConfig(**{**clean["web"], "allow": tuple(clean["web"]["allow"])}),
         clips=ClipsConfig(**clean["clips"]),
     )
 

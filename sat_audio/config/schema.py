@@ -5,6 +5,7 @@ Each validator raises vol.Invalid("expected ..."); `errors.explain` adds the pat
 """
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -558,6 +559,25 @@ _PUBLISHING = _section(
     "scores, top_k, rate_hz",
 )
 
+
+def _address(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(value if isinstance(value, str) else ""))
+    except ValueError:
+        raise vol.Invalid("expected an IP address") from None
+
+
+_WEB = _section(
+    {
+        vol.Optional("enabled", default=False): _boolean,
+        vol.Optional("host", default="127.0.0.1"): _text,
+        vol.Optional("port", default=8760): _number(0, 65535, integer=True),
+        vol.Optional("history_minutes", default=10.0): _number(1, 24 * 60),
+        vol.Optional("allow", default=list): [_address],
+    },
+    "enabled, host, port, history_minutes, allow",
+)
+
 _LOGGING = _section(
     {vol.Optional("level", default="info"): _choice(*LOG_LEVELS, fold=True)},
     "level",
@@ -599,9 +619,12 @@ _TOP = {
     vol.Optional("mqtt", default=None): _optional(_MQTT),
     vol.Optional("publishing", default=dict): _or_empty(_PUBLISHING),
     vol.Optional("logging", default=dict): _or_empty(_LOGGING),
+    vol.Optional("web", default=dict): _or_empty(_WEB),
     vol.Optional("clips", default=dict): _or_empty(_CLIPS),
 }
-SCHEMA = _section(_TOP, "listener, model, sources, detection, mqtt, publishing, logging, clips")
+SCHEMA = _section(
+    _TOP, "listener, model, sources, detection, mqtt, publishing, logging, web, clips"
+)
 
 
 _ITEMS: dict[str, Any] = {

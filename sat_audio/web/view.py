@@ -1,0 +1,350 @@
+"""The live view's state and its HTTP server (standard library only, in daemon threads).
+
+The listener calls View.chunk() once per scored chunk. With nobody connected that appends one
+small tuple to a bounded per-source history and keeps a reference to the chunk's scores; only
+while a browser is connected does it build a frame (top 10, the rules' states in words, health)
+and push it to each client's queue, which that client's handler thread writes as a server-sent
+event. Clients whose queue fills (a stalled browser) are dropped rather than slowing the listener.
+"""
+
+import ipaddress
+import json
+import logging
+import math
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sat_audio.config import EventConfig, WebConfig
+from sat_audio.errors import SatAudioError
+from sat_audio.rules import EventRule
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+FILES = {
+    "": ("index.html", "text/html; charset=utf-8"),
+    "index.html": ("index.html", "text/html; charset=utf-8"),
+    "app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "app.css": ("app.css", "text/css; charset=utf-8"),
+    "uPlot.iife.min.js": ("uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+    "uPlot.min.css": ("uPlot.min.css", "text/css; charset=utf-8"),
+}
+"""What the server answers, by path: nothing else of the package is reachable."""
+TOP_K = 10
+MAX_EPISODES = 50
+CLIENT_QUEUE = 256
+"""Frames a browser may lag behind before it is dropped (minutes of chunks)."""
+KEEPALIVE_S = 15.0
+"""A comment line this often keeps proxies from closing an idle stream."""
+INGRESS_PROXY = "172.30.32.2"
+"""Home Assistant Supervisor's ingress proxy: the add-on's view answers only it."""
+
+
+@dataclass
+class _Client:
+    queue: "queue.Queue[bytes | None]"
+    dropped: bool = False
+
+
+@dataclass
+class _Source:
+    history: deque[tuple[float, float, tuple[float, ...]]]
+    """(wall time, level dBFS, each event's combined score) per chunk, oldest first."""
+    last: tuple[float, np.ndarray] | None = None  # the latest chunk's level and scores
+
+
+def _round(x: float, digits: int = 3) -> float | None:
+    """JSON has no NaN or infinity: those become null."""
+    return round(x, digits) if math.isfinite(x) else None
+
+
+class View:
+    """What the page shows, kept by the listener; serve() exposes it over HTTP."""
+
+    def __init__(
+        self,
+        cfg: WebConfig,
+        *,
+        listener: dict[str, Any],
+        sources: Sequence[str],
+        events: Sequence[EventConfig],
+        labels: Sequence[str],
+        chunk_s: float,
+    ) -> None:
+        self.cfg = cfg
+        self.allow = {ipaddress.ip_address(a) for a in cfg.allow}
+        self._listener = listener
+        self._events = list(events)
+        self._labels = list(labels)
+        self.chunk_s = chunk_s
+        size = max(1, math.ceil(cfg.history_minutes * 60 / chunk_s))
+        self._sources = {name: _Source(deque(maxlen=size)) for name in sources}
+        self._episodes: deque[dict[str, Any]] = deque(maxlen=MAX_EPISODES)
+        self._clients: list[_Client] = []
+        self._lock = threading.Lock()
+        self._health: dict[str, Any] | None = None
+        self._states: dict[str, dict[str, str]] = {}
+        self.listening = True
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- from the listener's thread ---------------------------------------------------------
+
+    @property
+    def watched(self) -> bool:
+        """Somebody is connected: worth building frames for."""
+        return bool(self._clients)
+
+    def chunk(
+        self,
+        source: str,
+        wall: float,
+        level: float,
+        scores: np.ndarray,
+        rules: Sequence[EventRule],
+        health: Callable[[], dict[str, Any]],
+    ) -> None:
+        """One scored chunk of a source, after its rules ran."""
+        st = self._sources[source]
+        with self._lock:
+            st.history.append((wall, level, tuple(r.score for r in rules)))
+            st.last = (level, scores)
+        if not self._clients:
+            return
+        self._health = health()
+        states = {r.cfg.key: r.describe(self.listening) for r in rules}
+        self._states[source] = states
+        self._send(
+            {
+                "type": "chunk",
+                "source": source,
+                "t": round(wall, 3),
+                "level": _round(level, 1),
+                "top": self._top(scores),
+                "scores": {r.cfg.key: _round(r.score) for r in rules},
+                "states": states,
+                "health": self._health,
+            }
+        )
+
+    def transition(
+        self,
+        source: str,
+        event: str,
+        episode: str,
+        label: str | None,
+        peak: float,
+        start: float,
+        end: float | None,
+    ) -> None:
+        """An episode of an event started (end None) or ended; times are wall-clock seconds."""
+        with self._lock:
+            found = next((ep for ep in self._episodes if ep["id"] == episode), None)
+            if found is None:
+                found = {"id": episode, "source": source, "event": event, "label": label}
+                self._episodes.append(found)
+            found |= {"peak": _round(peak), "start_t": round(start, 3)}
+            found["end_t"] = None if end is None else round(end, 3)
+            message = {"type": "episode", **found}
+        if self._clients:
+            self._send(message)
+
+    def set_listening(self, on: bool, rules: dict[str, Sequence[EventRule]]) -> None:
+        """The privacy switch changed: the rules' words say so at once."""
+        self.listening = on
+        if not self._clients:
+            return
+        for source, source_rules in rules.items():
+            states = {r.cfg.key: r.describe(on) for r in source_rules}
+            self._states[source] = states
+            self._send({"type": "states", "source": source, "states": states, "listening": on})
+
+    # -- for the HTTP threads ---------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the page draws on load: then the event stream keeps it current."""
+        with self._lock:
+            sources = {name: (list(st.history), st.last) for name, st in self._sources.items()}
+            episodes = list(self._episodes)
+        out = []
+        for name, (history, last) in sources.items():
+            out.append(
+                {
+                    "name": name,
+                    "t": [round(h[0], 3) for h in history],
+                    "level": [_round(h[1], 1) for h in history],
+                    "scores": {
+                        ev.key: [_round(h[2][i]) for h in history]
+                        for i, ev in enumerate(self._events)
+                    },
+                    "current": None if last is None else _round(last[0], 1),
+                    "top": [] if last is None else self._top(last[1]),
+                    "states": self._states.get(name, {}),
+                }
+            )
+        return {
+            **self._listener,
+            "chunk_s": self.chunk_s,
+            "history_s": self.cfg.history_minutes * 60,
+            "listening": self.listening,
+            "events": [
+                {
+                    "key": ev.key,
+                    "name": ev.name,
+                    "labels": list(ev.labels),
+                    "on": ev.on_threshold,
+                    "off": ev.off_threshold,
+                }
+                for ev in self._events
+            ],
+            "sources": out,
+            "episodes": episodes,
+            "health": self._health,
+        }
+
+    def subscribe(self) -> _Client:
+        client = _Client(queue.Queue(CLIENT_QUEUE))
+        with self._lock:
+            self._clients = [*self._clients, client]
+        return client
+
+    def unsubscribe(self, client: _Client) -> None:
+        with self._lock:
+            self._clients = [c for c in self._clients if c is not client]
+
+    def allowed(self, address: str) -> bool:
+        if not self.allow:
+            return True
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return ip in self.allow
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _top(self, scores: np.ndarray) -> list[list[Any]]:
+        k = min(TOP_K, scores.size)
+        idx = np.argpartition(scores, -k)[-k:]
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        return [[self._labels[i], _round(float(scores[i]))] for i in idx]
+
+    def _send(self, message: dict[str, Any]) -> None:
+        data = f"data: {json.dumps(message, separators=(',', ':'))}\n\n".encode()
+        for client in self._clients:
+            try:
+                client.queue.put_nowait(data)
+            except queue.Full:
+                client.dropped = True
+                self.unsubscribe(client)
+                log.info("live view: dropped a browser that stopped reading")
+
+    # -- the server ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen on host:port in a daemon thread; a port in use is one clear error."""
+        handler = type("Handler", (_Handler,), {"view": self})
+        try:
+            self._server = ThreadingHTTPServer((self.cfg.host, self.cfg.port), handler)
+        except OSError as err:
+            raise SatAudioError(
+                f"web: cannot listen on {self.cfg.host}:{self.cfg.port}: {err.strerror or err}"
+            ) from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        log.info(
+            "live view on http://%s:%d/%s",
+            host,
+            port,
+            f" (answering only {', '.join(self.cfg.allow)})" if self.cfg.allow else "",
+        )
+
+    @property
+    def port(self) -> int:
+        """The port bound (port 0 in the config picks a free one)."""
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        for client in self._clients:
+            try:
+                client.queue.put_nowait(None)
+            except queue.Full:
+                client.dropped = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """GET only: the page's files, api/state (JSON), api/events (server-sent events)."""
+
+    view: View
+    server_version = "sat-audio"
+
+    def do_GET(self) -> None:
+        if not self.view.allowed(self.client_address[0]):
+            self._reply(HTTPStatus.FORBIDDEN, b"forbidden\n", "text/plain; charset=utf-8")
+            return
+        path = self.path.split("?", 1)[0].lstrip("/")
+        if path == "api/state":
+            body = json.dumps(self.view.snapshot(), separators=(",", ":")).encode()
+            self._reply(HTTPStatus.OK, body, "application/json")
+        elif path == "api/events":
+            self._events()
+        elif path in FILES:
+            name, kind = FILES[path]
+            self._reply(HTTPStatus.OK, (STATIC / name).read_bytes(), kind)
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+
+    def _reply(self, status: HTTPStatus, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _events(self) -> None:
+        """Server-sent events until the browser goes or the listener stops. No Content-Length:
+        a proxy (the Supervisor's ingress) streams such a response as it comes."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("X-Accel-Buffering", "no")
+        self.end_headers()
+        client = self.view.subscribe()
+        try:
+            self.wfile.write(b"retry: 2000\n\n")
+            self.wfile.flush()
+            while not client.dropped:
+                try:
+                    data = client.queue.get(timeout=KEEPALIVE_S)
+                except queue.Empty:
+                    data = b": keepalive\n\n"
+                if data is None:
+                    break
+                self.wfile.write(data)
+                self.wfile.flush()
+        except OSError:
+            pass  # the browser went away
+        finally:
+            self.view.unsubscribe(client)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("live view: %s %s", self.address_string(), format % args)

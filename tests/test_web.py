@@ -1,0 +1,219 @@
+"""The live view's server: its files, its state, its event stream, who it answers; the vendored
+chart library against the checksums recorded when it was taken from the npm registry."""
+
+import hashlib
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sat_audio.config import ConfigError, EventConfig, WebConfig, parse_config
+from sat_audio.engine import ChunkResult
+from sat_audio.errors import SatAudioError
+from sat_audio.labels import all_labels, find
+from sat_audio.rules import Detector
+from sat_audio.web.view import STATIC, View
+from tests.waiting import PATIENCE_S
+
+DOG = EventConfig(
+    key="dog", name="Dog barking", labels=("Bark",), on_threshold=0.5, off_threshold=0.3
+)
+LABELS = [lab.name for lab in all_labels()]
+BARK = find("Bark").index
+
+# uplot 1.6.32 from registry.npmjs.org (`npm pack uplot@1.6.32`, tarball sha1
+# c800a63b432bad692d6d746f44f0882aa73a49ae, as `npm view uplot@1.6.32 dist.shasum` says).
+VENDORED = {
+    "uPlot.iife.min.js": "19c8d4c6ad88929a79f4ae49d6f7161566dfd0ba3d15cc495e974f787eb78f1f",
+    "uPlot.min.css": "df630c6a8d6f8eeaff264b50f73ce5b114f646ffd9a0bb74f049b0a00135fa04",
+    "uPlot.LICENSE": "8f989229699b4fe2f1a0432d0e9edc338a8a911e250e2d1b01ecd770a5f5b1bd",
+}
+
+
+def make_view(history_minutes: float = 10.0, allow: tuple[str, ...] = ()) -> View:
+    cfg = WebConfig(enabled=True, port=0, history_minutes=history_minutes, allow=allow)
+    return View(
+        cfg,
+        listener={"name": "Kitchen", "id": "k", "model": "SAT_T_2s", "min_level_dbfs": -40},
+        sources=["mic"],
+        events=[DOG],
+        labels=LABELS,
+        chunk_s=1.0,
+    )
+
+
+def feed(view: View, det: Detector, i: int, bark: float, health: object = None) -> None:
+    scores = np.linspace(0, 0.2, 527, dtype=np.float32)
+    scores[BARK] = bark
+    chunk = ChunkResult("mic", i, float(i), i + 1.0, scores, -20.0)
+    det.update(chunk)
+    view.chunk("mic", 1000.0 + i + 1, -20.0, scores, det.rules, health or (lambda: {"sources": []}))
+
+
+@pytest.fixture
+def served() -> Iterator[View]:
+    view = make_view()
+    view.start()
+    yield view
+    view.stop()
+
+
+def get(view: View, path: str, source: str = "127.0.0.1") -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", view.port, timeout=PATIENCE_S, source_address=(source, 0)
+    )
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    out = resp.status, dict(resp.getheaders()), resp.read()
+    conn.close()
+    return out
+
+
+def test_history_is_bounded_and_nobody_watching_builds_no_frames() -> None:
+    view = make_view(history_minutes=0.1)  # 6 one-second chunks
+    det = Detector([DOG], source="mic")
+
+    def health() -> dict:
+        raise AssertionError("health built with nobody watching")
+
+    for i in range(20):
+        feed(view, det, i, 0.9 if i >= 15 else 0.1, health)
+    snap = view.snapshot()
+    (src,) = snap["sources"]
+    assert src["t"] == [1000.0 + i + 1 for i in range(14, 20)]
+    assert src["scores"]["dog"] == [0.1, 0.9, 0.9, 0.9, 0.9, 0.9]
+    assert src["top"][0] == ["Bark", 0.9]
+    assert len(src["top"]) == 10
+    assert [s for _, s in src["top"]] == sorted((s for _, s in src["top"]), reverse=True)
+    assert snap["events"] == [
+        {"key": "dog", "name": "Dog barking", "labels": ["Bark"], "on": 0.5, "off": 0.3}
+    ]
+    assert snap["history_s"] == 6.0
+
+
+def test_episodes_start_then_end_in_place() -> None:
+    view = make_view()
+    view.transition("mic", "dog", "abc", "Bark", 0.8, 1000.0, None)
+    view.transition("mic", "dog", "abc", "Bark", 0.95, 1000.0, 1004.5)
+    assert view.snapshot()["episodes"] == [
+        {
+            "id": "abc",
+            "source": "mic",
+            "event": "dog",
+            "label": "Bark",
+            "peak": 0.95,
+            "start_t": 1000.0,
+            "end_t": 1004.5,
+        }
+    ]
+
+
+def test_serves_the_page_and_nothing_else(served: View) -> None:
+    status, headers, body = get(served, "/")
+    assert status == 200 and b'src="app.js"' in body
+    assert headers["Content-Type"].startswith("text/html")
+    for name in ("app.js", "app.css", "uPlot.iife.min.js", "uPlot.min.css"):
+        status, _, body = get(served, f"/{name}")
+        assert status == 200 and body == (STATIC / name).read_bytes()
+    for path in ("/../view.py", "/static/app.js", "/uPlot.LICENSE", "/%2e%2e/view.py"):
+        assert get(served, path)[0] == 404
+    status, headers, body = get(served, "/api/state?x=1")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["name"] == "Kitchen"
+
+
+def test_page_uses_only_relative_urls() -> None:
+    """Under Home Assistant's ingress the page lives at /api/hassio_ingress/<token>/."""
+    text = "".join((STATIC / n).read_text() for n in ("index.html", "app.js"))
+    for absolute in ('href="/', 'src="/', 'fetch("/', 'EventSource("/', "http://", "https://"):
+        assert absolute not in text
+
+
+def test_allow_list_answers_others_403() -> None:
+    """The add-on answers only the Supervisor's ingress proxy; here 127.0.0.2 stands for it."""
+    view = make_view(allow=("127.0.0.2",))
+    view.start()
+    try:
+        assert get(view, "/", source="127.0.0.1")[0] == 403
+        assert get(view, "/api/events", source="127.0.0.1")[0] == 403
+        assert get(view, "/", source="127.0.0.2")[0] == 200
+    finally:
+        view.stop()
+    assert not view.watched
+
+
+def test_event_stream_sends_each_chunk_and_episode(served: View) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=PATIENCE_S)
+    conn.request("GET", "/api/events")
+    resp = conn.getresponse()
+    assert resp.getheader("Content-Type") == "text/event-stream"
+    assert resp.getheader("Content-Length") is None  # a proxy streams it
+    assert resp.readline() == b"retry: 2000\n"
+    resp.readline()
+    end = threading.Event()
+    threading.Timer(PATIENCE_S, end.set).start()
+    while not served.watched:
+        assert not end.is_set()
+    det = Detector([DOG], source="mic")
+    feed(served, det, 0, 0.9, lambda: {"sources": [{"name": "mic", "state": "ok"}]})
+    served.transition("mic", "dog", "abc", "Bark", 0.9, 1000.0, None)
+
+    def message() -> dict:
+        line = resp.readline()
+        assert line.startswith(b"data: "), line
+        assert resp.readline() == b"\n"
+        return json.loads(line[6:])
+
+    chunk = message()
+    assert chunk["type"] == "chunk" and chunk["source"] == "mic" and chunk["t"] == 1001.0
+    assert chunk["top"][0] == ["Bark", 0.9] and chunk["scores"] == {"dog": 0.9}
+    assert chunk["states"] == {"dog": "on"}
+    assert chunk["health"]["sources"][0]["state"] == "ok"
+    episode = message()
+    assert episode["type"] == "episode" and episode["end_t"] is None
+    served.set_listening(False, {"mic": det.rules})
+    assert message()["states"] == {"dog": "paused"}
+    conn.close()
+
+
+def test_a_port_in_use_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = WebConfig(enabled=True, port=taken.getsockname()[1])
+        view = View(cfg, listener={}, sources=["mic"], events=[], labels=LABELS, chunk_s=1.0)
+        with pytest.raises(SatAudioError, match=r"^web: cannot listen on 127\.0\.0\.1:\d+: "):
+            view.start()
+
+
+@pytest.mark.parametrize("name", sorted(VENDORED))
+def test_vendored_chart_library_is_the_pinned_release(name: str) -> None:
+    digest = hashlib.sha256(Path(STATIC / name).read_bytes()).hexdigest()
+    assert digest == VENDORED[name]
+
+
+def test_web_section_defaults_off_and_local() -> None:
+    web = parse_config({}).web
+    assert web == WebConfig(enabled=False, host="127.0.0.1", port=8760, history_minutes=10.0)
+    given = parse_config({"web": {"enabled": True, "host": "0.0.0.0", "allow": ["172.30.32.2"]}})
+    assert given.web.allow == ("172.30.32.2",) and given.web.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("web", "message"),
+    [
+        ({"allow": ["proxy"]}, "web.allow[0]: expected an IP address"),
+        ({"port": 70000}, "web.port: "),
+        ({"history_minutes": 0}, "web.history_minutes: "),
+        ({"colour": 1}, "web.colour: unknown key 'colour'"),
+    ],
+)
+def test_bad_web_section_is_one_line(web: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"web": web})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
