@@ -26,7 +26,7 @@ from homeassistant.components import automation
 from homeassistant.core import HomeAssistant, ServiceCall
 from homeassistant.helpers import area_registry as ar, entity_registry as er
 from homeassistant.setup import async_setup_component
-from payloads import GLASS, Send, clip_name, dumps, info, transition
+from payloads import GLASS, LOUD, Send, clip_name, dumps, info, loud_transition, transition
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "blueprints" / "automation" / "sat_audio"
@@ -151,6 +151,23 @@ async def test_notify_on_sound(
     assert messages(calls)[1:] == [
         ("Living room", "Living room heard glass breaking (Shatter, 92 %)")
     ]
+
+
+async def test_notify_on_loud_sound(
+    hass: HomeAssistant,
+    hass_ws_client: WebSocketGenerator,
+    aioclient_mock: AiohttpClientMocker,
+    listener: MockConfigEntry,
+    send: Send,
+) -> None:
+    """A loud-sound event notifies with its level, having no label or score."""
+    await send("info", dumps(info(events=[GLASS, LOUD])))
+    await send("event/loud_noise/state", "OFF")
+    path = await import_blueprint(hass, hass_ws_client, aioclient_mock, "notify_on_sound")
+    calls = async_mock_service(hass, "notify", "notify")
+    await use(hass, path, {"sounds": ["binary_sensor.kitchen_loud_noise"]})
+    await send("event/loud_noise", dumps(loud_transition("start", score=-18.46)))
+    assert messages(calls) == [("Kitchen", "Kitchen heard loud noise (-18.5 dBFS)")]
 
 
 async def test_alarm_while_away(
