@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,17 @@ from homeassistant.components.recorder import Recorder
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 import homeassistant.util.dt as dt_util
-from payloads import Send, dumps, transition
+from payloads import (
+    DOG,
+    GLASS as GLASS_EVENT,
+    LOUD,
+    Send,
+    clip_name,
+    dumps,
+    info,
+    loud_transition,
+    transition,
+)
 
 GLASS = "binary_sensor.kitchen_glass_breaking"
 
@@ -63,6 +74,36 @@ async def test_logbook_lines(
     response = await client.receive_json()
     messages = [entry.get("message") for entry in response["result"]]
     assert "heard glass breaking (Shatter, 62 %)" in messages
+
+
+async def test_logbook_lines_of_loud_events_and_clips(
+    hass: HomeAssistant,
+    hass_ws_client: WebSocketGenerator,
+    setup_listener: MockConfigEntry,
+    send: Send,
+    tmp_path: Path,
+) -> None:
+    """A loud event reads in dBFS with why it ended; a saved clip is a line of its own."""
+    hass.config.media_dirs = {"local": str(tmp_path / "media")}
+    assert await async_setup_component(hass, "logbook", {})
+    await send("info", dumps(info(events=[GLASS_EVENT, DOG, LOUD])))
+    since = dt_util.utcnow()
+    await send("event/loud_noise", dumps(loud_transition("start")))
+    await send("event/loud_noise", dumps(loud_transition("end", reason="paused")))
+    await send(f"clip/{clip_name('loud_noise', '9a8b7c6d')}", b"fLaC")
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
+
+    client = await hass_ws_client()
+    await client.send_json({"id": 1, "type": "logbook/get_events", "start_time": since.isoformat()})
+    response = await client.receive_json()
+    ours = [entry for entry in response["result"] if entry.get("domain") == "sat_audio"]
+    assert [entry["message"] for entry in ours] == [
+        "heard loud noise (-18.5 dBFS)",
+        "stopped hearing loud noise after 4.5 s (peak -12.1 dBFS): listening was paused",
+        f"saved a clip of loud noise ({clip_name('loud_noise', '9a8b7c6d')})",
+    ]
+    assert {entry["entity_id"] for entry in ours} == {"binary_sensor.kitchen_loud_noise"}
 
 
 def test_names_inside_a_sentence() -> None:
