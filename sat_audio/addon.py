@@ -46,6 +46,11 @@ STALE_S = 30.0
 """A heartbeat older than this means the listener process is gone or frozen."""
 STALL_S = 60.0
 """Listening but no chunk analysed for this long means no audio is coming through."""
+INGRESS_PORT = 8760
+"""The live view's port in the container: addon/config.yaml's ingress_port."""
+INGRESS_PROXY = "172.30.32.2"
+"""The Supervisor's ingress proxy, the one address the add-on's live view answers (others get
+403): Home Assistant signs its users in and forwards them through it."""
 
 
 def streaming_models() -> tuple[str, ...]:
@@ -277,6 +282,9 @@ def options_dict(options: Mapping[str, Any], data_dir: Path = DATA_DIR) -> dict[
         },
         "mqtt": {"topic_prefix": options.get("topic_prefix")},
         "logging": {"level": options.get("log_level")},
+        # the live view, as the sidebar panel: on every address of the container, answering
+        # only the ingress proxy
+        "web": {"enabled": True, "host": "0.0.0.0", "port": INGRESS_PORT, "allow": [INGRESS_PROXY]},
         "clips": {
             "dir": str(data_dir / "clips"),
             **{

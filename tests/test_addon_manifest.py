@@ -86,6 +86,15 @@ MANIFEST = vol.Schema(
         vol.Optional("init"): vol.Boolean(),
         vol.Optional("timeout"): vol.All(vol.Coerce(int), vol.Range(min=10, max=300)),
         vol.Optional("audio"): vol.Boolean(),
+        vol.Optional("ingress"): vol.Boolean(),
+        vol.Optional("ingress_port"): vol.Any(
+            vol.All(vol.Coerce(int), vol.Range(min=1, max=65535)), vol.Equal(0)
+        ),
+        vol.Optional("ingress_entry"): str,
+        vol.Optional("ingress_stream"): vol.Boolean(),
+        vol.Optional("panel_icon"): str,
+        vol.Optional("panel_title"): str,
+        vol.Optional("panel_admin"): vol.Boolean(),
         vol.Optional("services"): [vol.Match(RE_SERVICE)],
         vol.Optional("backup_exclude"): [str],
         vol.Optional("options"): dict,
@@ -268,6 +277,22 @@ def test_manifest_identity(manifest):
     # Docker's stop timeout outlasts s6's grace for the listener, which outlasts its MQTT flush.
     grace = re.search(r"S6_SERVICES_GRACETIME=(\d+)", (ADDON / "Dockerfile").read_text("utf-8"))
     assert grace and SHUTDOWN_FLUSH_S < int(grace[1]) / 1000 < manifest["timeout"]
+
+
+def test_live_view_is_the_ingress_panel_and_answers_only_the_proxy(manifest):
+    """The Supervisor proxies the panel from 172.30.32.2 to ingress_port: the listener's view
+    binds that port on the container's addresses and answers that address alone."""
+    assert manifest["ingress"] is True
+    assert manifest["panel_icon"].startswith("mdi:") and manifest["panel_title"]
+    config = addon.to_config(
+        addon.with_broker(
+            addon.options_dict(manifest["options"], Path("/data")),
+            {"host": "core-mosquitto", "port": 1883},
+        )
+    )
+    assert config.web.enabled and config.web.host == "0.0.0.0"
+    assert config.web.port == manifest["ingress_port"] == addon.INGRESS_PORT
+    assert config.web.allow == ("172.30.32.2",)
 
 
 def test_backups_leave_out_the_models_only(manifest):

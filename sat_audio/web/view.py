@@ -45,8 +45,6 @@ CLIENT_QUEUE = 256
 """Frames a browser may lag behind before it is dropped (minutes of chunks)."""
 KEEPALIVE_S = 15.0
 """A comment line this often keeps proxies from closing an idle stream."""
-INGRESS_PROXY = "172.30.32.2"
-"""Home Assistant Supervisor's ingress proxy: the add-on's view answers only it."""
 
 
 @dataclass
