@@ -66,34 +66,10 @@ async def test_listener_to_automation(
     log = tmp_path / "listener.log"
     listener: Listener | None = None
     try:
-        mqtt_entry = MockConfigEntry(
-            domain=mqtt.DOMAIN,
-            data={mqtt.CONF_BROKER: broker.host, "port": broker.port},
-            options={mqtt.CONF_BIRTH_MESSAGE: {}},
-            version=1,
-            minor_version=2,
-        )
-        mqtt_entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
-        assert await mqtt.async_wait_for_mqtt_client(hass)
-
         source = {"name": "mic", "kind": "file", "path": str(wav), "realtime": True, "loop": True}
         config = write_config(tmp_path, checkpoint, [source], broker.port)
         listener = await hass.async_add_executor_job(Listener, tmp_path, config)
-
-        # The retained info starts a discovery flow; the user confirms it.
-        flows = await wait_for(
-            lambda: hass.config_entries.flow.async_progress_by_handler(DOMAIN),
-            60,
-            "the discovery flow",
-            log,
-        )
-        assert flows[0]["context"]["unique_id"] == "e2e"
-        result = await hass.config_entries.flow.async_configure(flows[0]["flow_id"], {})
-        assert result["type"] is FlowResultType.CREATE_ENTRY
-        entry = result["result"]
-        await hass.async_block_till_done()
-        assert entry.state is ConfigEntryState.LOADED
+        mqtt_entry, entry = await connect_and_discover(hass, broker, log)
 
         device = listener_device(hass, "e2e")
         calls = async_mock_service(hass, "test", "automation")
@@ -154,7 +130,8 @@ async def test_listener_to_automation(
 async def connect_and_discover(
     hass: HomeAssistant, broker: Broker, log: Path
 ) -> tuple[MockConfigEntry, ConfigEntry]:
-    """Connect Home Assistant's MQTT to the broker and confirm the listener's discovery flow."""
+    """Connect Home Assistant's MQTT to the broker; the retained info starts a discovery flow,
+    which the user confirms."""
     mqtt_entry = MockConfigEntry(
         domain=mqtt.DOMAIN,
         data={mqtt.CONF_BROKER: broker.host, "port": broker.port},
@@ -171,9 +148,11 @@ async def connect_and_discover(
         "the discovery flow",
         log,
     )
+    assert flows[0]["context"]["unique_id"] == "e2e"
     result = await hass.config_entries.flow.async_configure(flows[0]["flow_id"], {})
     assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()
+    assert result["result"].state is ConfigEntryState.LOADED
     return mqtt_entry, result["result"]
 
 
