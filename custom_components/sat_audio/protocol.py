@@ -36,8 +36,6 @@ MAX_CLIP_BYTES: Final = 8 * 1024 * 1024
 SOURCE_STATES: Final = ("ok", "lagging", "reconnecting", "failed")
 EVENT_KINDS: Final = ("sound", "loud")
 CLIP_FORMATS: Final = ("flac", "opus")
-# Why an episode ended (v2); other words pass as they are, for newer listeners.
-END_REASONS: Final = ("quiet", "disabled", "paused", "stopped")
 SLUG_RE: Final = re.compile(r"[a-z0-9_]+")
 # <event key>-<episode start, UTC>-<first 8 hex of the episode id>.<format>
 CLIP_NAME_RE: Final = re.compile(
@@ -341,8 +339,11 @@ def _event_kind(event: dict[str, Any]) -> dict[str, Any]:
 
 def _transition_levels(transition: dict[str, Any]) -> dict[str, Any]:
     """A labelled transition scores 0..1; an unlabelled one (a loud event, v2) is in dBFS."""
-    check = _number if transition["label"] is None and transition["v"] >= 2 else _score
-    if transition["label"] is None and transition["v"] < 2:
+    if transition["label"] is not None:
+        check = _score
+    elif transition["v"] >= 2:
+        check = _number
+    else:
         raise vol.Invalid("a v1 transition has a label")
     for key in ("score", "peak"):
         check(transition[key])
@@ -429,6 +430,7 @@ SCHEMAS: Final[dict[str, Callable[[Any], dict[str, Any]]]] = {
                 vol.Optional("clip", default=None): vol.Any(
                     None, _clip_name, msg="not a clip file name"
                 ),
+                # quiet, disabled, paused or stopped; a newer listener's word passes as it is.
                 vol.Optional("reason", default=None): vol.Any(None, _text),
             },
             extra=vol.ALLOW_EXTRA,
@@ -524,9 +526,9 @@ def parse_clip(name: str, payload: bytes | bytearray | str) -> Clip | Dropped:
         # Home Assistant hands over text only when a subscription decodes; ours does not.
         payload = payload.encode("utf-8", "surrogateescape")
     if not payload:
-        return Dropped("the clip is empty")
+        return Dropped(f"clip {name} is empty")
     if len(payload) > MAX_CLIP_BYTES:
-        return Dropped(f"clip of {len(payload)} bytes is over {MAX_CLIP_BYTES}")
+        return Dropped(f"clip {name} of {len(payload)} bytes is over {MAX_CLIP_BYTES}")
     return Clip(name, match["key"], match["episode"], match["format"], bytes(payload))
 
 

@@ -379,7 +379,8 @@ async def test_bad_clip_dropped_with_one_line(
     warnings = our_warnings(caplog)
     assert len(warnings) == 1, warnings
     assert reason in warnings[0]
-    assert "kitchen" in warnings[0]
+    assert "listener kitchen" in warnings[0]
+    assert repr(name)[1:-1] in warnings[0]  # which clip it was
     assert not media.exists()
     assert hass.states.get(GLASS_EVENT).state == STATE_UNKNOWN
 
