@@ -173,6 +173,8 @@ class EventRule:
         """The rule's state after the last chunk, in words: why it has or has not fired."""
         if not listening:
             return "paused"
+        if not self.enabled:
+            return "switched off"
         now = self.prev_end
         if now is None:
             return "waiting for audio"
@@ -186,7 +188,8 @@ class EventRule:
             return "below the volume gate"
         if now + EPS < self.cooldown_until:
             return f"cooldown {_secs(self.cooldown_until - now)} s left"
-        if self.score >= self.cfg.on_threshold:
+        on = self.cfg.on_dbfs if self.cfg.kind == "loud" else self.cfg.on_threshold
+        if on is not None and self.score >= on:
             return "cooldown just ended"  # this chunk began inside it; the next one counts
         return "below on threshold"
 

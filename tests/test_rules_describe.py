@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from sat_audio.rules import Detector
@@ -45,6 +46,18 @@ def words(
 )
 def test_state_in_words(fields, values, levels, gate, listening, expected):
     assert words(fields, values, levels, gate, listening) == expected
+
+
+def test_switched_off_and_loud_events_in_words():
+    loud = replace(BASE, key="loud", kind="loud", on_dbfs=-30.0, off_dbfs=-40.0, hold_s=2)
+    det = Detector([replace(BASE, cooldown_s=10), loud], source="mic")
+    assert [r.describe() for r in det.rules] == ["waiting for audio"] * 2
+    det.set_enabled("glass", False)
+    det.audio(np.full(16000, 0.1, np.float32))  # -20 dBFS for a second
+    det.update(chunks([0.9])[0])
+    assert [r.describe() for r in det.rules] == ["switched off", "on"]
+    det.audio(np.zeros(16000, np.float32))
+    assert det.rules[1].describe() == "on, holding 1 of 2 s"
 
 
 def test_every_state_word_is_reached_by_one_stream():
