@@ -28,13 +28,17 @@ chunk (its own debug line, from the engine's step to the scores), the per-chunk 
 listener meets it: a chunk every chunk's length, other work between, what a chunk works on no
 longer in the CPU's caches. paho's debug lines then cost a little more CPU.
 
+--web measures what the live view costs instead: a listener with web off, then one with it on,
+measured idle and then with a browser's event stream attached (a client reading api/events),
+each over --seconds, printed as differences.
+
 --source mic captures instead through a private PulseAudio server playing a sine, by ALSA's
 `default` device as an add-on does: the memory and CPU of a microphone listener (PortAudio and
 its ALSA plugins loaded); a steady tone gives no latency figure.
 
 Run from the repository root:
     .venv/bin/python benchmarks/bench_listener.py [--seconds 60] [--backend torch|onnx]
-        [--precision float32|int8] [--source file|mic] [--as-addon] [--chunk-times]
+        [--precision float32|int8] [--source file|mic] [--as-addon] [--chunk-times] [--web]
 """
 
 import argparse
@@ -44,12 +48,15 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -215,6 +222,99 @@ def print_chunk_times(stderr: str, chunk_s: float) -> None:
     )
 
 
+WEB_PORT = re.compile(r"live view on http://[\d.]+:(\d+)/")
+
+
+class EventStream:
+    """A browser's live view, as far as the listener sees it: the page's state, then the stream
+    of api/events read as it comes."""
+
+    def __init__(self, port: int) -> None:
+        self.frames = 0
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=30).read()
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self._sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: bench\r\n\r\n")
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError), self._sock.makefile("rb") as stream:
+            for line in stream:
+                self.frames += line.startswith(b"data: ")
+
+    def close(self) -> None:
+        self._sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(30)
+        self._sock.close()
+
+
+def usage(pid: int, seconds: float) -> tuple[float, float, float]:
+    """CPU (% of one core) over the next `seconds`, then RSS and USS (MB)."""
+    ps = psutil.Process(pid)
+    cpu0, wall0 = ps.cpu_times(), time.monotonic()
+    time.sleep(seconds)
+    cpu1, wall1 = ps.cpu_times(), time.monotonic()
+    cpu = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (wall1 - wall0)
+    return cpu, status_mb(pid, "VmRSS"), ps.memory_full_info().uss / 2**20
+
+
+def web_budget(args: argparse.Namespace, folder: Path, env: dict, sub: Subscriber) -> None:
+    """--web: the live view off, on and idle, on with a browser attached (issue 41's budget:
+    at most 10 MB and 1 % of a core more than off with a browser attached)."""
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    rows: list[tuple[str, tuple[float, float, float]]] = []
+    frames = 0
+    for phase, web in (("off", {"enabled": False}), ("on", {"enabled": True, "port": 0})):
+        path = folder / f"config-web-{phase}.yaml"
+        path.write_text(yaml.safe_dump({**config, "web": web}))
+        stderr = folder / f"stderr-web-{phase}.txt"
+        infos = len(sub.on("sat_audio/bench/info"))
+        with stderr.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sat_audio", "run", "-c", str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+            )
+        try:
+            sub.wait_for(
+                lambda n=infos: len(sub.on("sat_audio/bench/info")) > n,
+                f"the listener's info (its stderr: {stderr})",
+            )
+            time.sleep(args.chunk + SETTLE_S)
+            rows.append(
+                (
+                    f"web {phase}" + (", nobody watching" if web["enabled"] else ""),
+                    usage(proc.pid, args.seconds),
+                )
+            )
+            if web["enabled"]:
+                found = WEB_PORT.search(stderr.read_text())
+                if found is None:
+                    raise SystemExit(f"no live view address in {stderr}")
+                stream = EventStream(int(found[1]))
+                try:
+                    time.sleep(args.chunk)
+                    rows.append(("web on, a browser attached", usage(proc.pid, args.seconds)))
+                finally:
+                    stream.close()
+                frames = stream.frames
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    print(
+        f"live view budget: SAT_T_2s on {args.backend} {args.precision}, {args.chunk} s chunks, "
+        f"{args.seconds:.0f} s per measurement, {frames} frames to the browser"
+    )
+    base = rows[0][1]
+    for name, (cpu, rss, uss) in rows:
+        print(
+            f"{name}: CPU {cpu:.2f} % of one core ({cpu - base[0]:+.2f}), RSS {rss:.1f} MB "
+            f"({rss - base[1]:+.1f}), USS {uss:.1f} MB ({uss - base[2]:+.1f})"
+        )
+    shutil.rmtree(folder)
+
+
 def listener_config(args: argparse.Namespace, checkpoint: Path, wav: Path, broker: Broker) -> dict:
     """The listener's config.yaml: one source, one event on "Bark", the test broker."""
     file_source = {"kind": "file", "path": str(wav), "realtime": True, "loop": True}
@@ -264,6 +364,11 @@ def main() -> None:
         action="store_true",
         help="run the listener at log level debug and print its per-chunk scoring times",
     )
+    parser.add_argument(
+        "--web",
+        action="store_true",
+        help="the live view's cost: web off, on with nobody watching, on with a browser",
+    )
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="bench_listener_"))
@@ -287,6 +392,9 @@ def main() -> None:
         cmd = [sys.executable, "-m", "sat_audio", "run", "-c", str(folder / "config.yaml")]
         if args.chunk_times:
             cmd += ["--log-level", "debug"]
+        if args.web:
+            web_budget(args, folder, env, sub)
+            return
         waiting = f"the listener's info (its stderr: {folder / 'stderr.txt'})"
         if args.as_addon:
             env |= addon_alsa(folder)
