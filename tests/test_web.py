@@ -91,7 +91,14 @@ def test_history_is_bounded_and_nobody_watching_builds_no_frames() -> None:
     assert len(src["top"]) == 10
     assert [s for _, s in src["top"]] == sorted((s for _, s in src["top"]), reverse=True)
     assert snap["events"] == [
-        {"key": "dog", "name": "Dog barking", "labels": ["Bark"], "on": 0.5, "off": 0.3}
+        {
+            "key": "dog",
+            "name": "Dog barking",
+            "kind": "sound",
+            "labels": ["Bark"],
+            "on": 0.5,
+            "off": 0.3,
+        }
     ]
     assert snap["history_s"] == 6.0
 

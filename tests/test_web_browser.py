@@ -59,6 +59,8 @@ RULES = {
         "cooldown_s": 120,
     },
     "hold": {"labels": ["Bark"], "on_threshold": 0.5, "off_threshold": 0.3, "hold_s": 120},
+    "loud": {"kind": "loud", "on_dbfs": -30, "off_dbfs": -40, "hold_s": 0},
+    "off": {"labels": ["Bark"], "on_threshold": 0.5, "off_threshold": 0.3, "enabled": False},
 }
 
 
@@ -220,6 +222,8 @@ def test_live_view_through_ingress(running: tuple[Run, Ingress], broker: Broker)
                 "never": [r"below on threshold"],
                 "cool": [r"cooldown \d+(\.\d)? s left"],
                 "hold": [r"on, holding \d+(\.\d)? of 120 s"],
+                "loud": [r"on", r"below on threshold"],
+                "off": [r"switched off"],
             }
 
             def missing() -> list[str]:

@@ -198,9 +198,11 @@ class View:
                 {
                     "key": ev.key,
                     "name": ev.name,
+                    "kind": ev.kind,
                     "labels": list(ev.labels),
-                    "on": ev.on_threshold,
-                    "off": ev.off_threshold,
+                    # a loud event's score is the level of its last frame, in dBFS
+                    "on": ev.on_dbfs if ev.kind == "loud" else ev.on_threshold,
+                    "off": ev.off_dbfs if ev.kind == "loud" else ev.off_threshold,
                 }
                 for ev in self._events
             ],

@@ -52,14 +52,18 @@ function shadeEpisodes(source, key) {
 }
 
 function makeChart(container, source, ev) {
+  const loud = ev.kind === "loud";
   const width = Math.max(200, container.clientWidth);
   const opts = {
     width,
     height: 130,
     legend: { show: false },
     cursor: { show: false },
-    scales: { x: { time: true }, y: { range: [0, 1] } },
-    axes: [{ stroke: "#888", size: 30 }, { stroke: "#888", size: 36, splits: () => [0, 0.5, 1] }],
+    scales: { x: { time: true }, y: { range: loud ? [-100, 0] : [0, 1] } },
+    axes: [
+      { stroke: "#888", size: 30 },
+      { stroke: "#888", size: 40, splits: () => (loud ? [-100, -50, 0] : [0, 0.5, 1]) },
+    ],
     series: [
       {},
       { label: "score", stroke: "#0b7285", width: 1.5, points: { show: false } },
@@ -114,7 +118,8 @@ function buildSource(src) {
     evHead.append(el("h3", null, ev.name));
     const words = el("span", "state", "waiting for audio");
     const score = el("span", "score", "");
-    const limits = el("span", "quiet", `on ${ev.on} · off ${ev.off}`);
+    const unit = ev.kind === "loud" ? " dBFS" : "";
+    const limits = el("span", "quiet", `on ${ev.on}${unit} · off ${ev.off}${unit}`);
     evHead.append(words, score, limits);
     const chartBox = el("div", "chart");
     box.append(evHead, chartBox);
@@ -238,7 +243,9 @@ function onChunk(msg) {
   showStates(view, msg.states);
   for (const [key, score] of Object.entries(msg.scores)) {
     const item = view.events.get(key);
-    if (item) item.score.textContent = `score ${fmt(score, 3)}`;
+    if (!item) continue;
+    item.score.textContent =
+      item.ev.kind === "loud" ? `level ${fmt(score, 1)} dBFS` : `score ${fmt(score, 3)}`;
   }
   showHealth(msg.health);
   redraw(view);
