@@ -385,14 +385,7 @@ class Listener:
             for t in st.detector.update(chunk):
                 self._emit(st, t)
             if self.view is not None:
-                self.view.chunk(
-                    chunk.stream,
-                    st.wall(chunk.end_s),
-                    chunk.level_dbfs,
-                    chunk.scores,
-                    st.detector.rules,
-                    self._view_health,
-                )
+                self.view.chunk(st.wall(chunk.end_s), chunk, st.detector.rules, self._view_health)
             if now >= st.next_live:
                 st.next_live = now + 1.0 / self.config.publishing.rate_hz
                 wall = st.wall(chunk.end_s)

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sat_audio.calibrate import Series, calibrate_series, format_table, yaml_snippet
 from sat_audio.config import ConfigError, EventConfig, WebConfig, parse_config
 from sat_audio.engine import ChunkResult
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import all_labels, find
 from sat_audio.rules import Detector
+from sat_audio.web import view as view_module
 from sat_audio.web.view import STATIC, View
 from tests.waiting import PATIENCE_S
 
@@ -52,7 +54,7 @@ def feed(view: View, det: Detector, i: int, bark: float, health: object = None) 
     scores[BARK] = bark
     chunk = ChunkResult("mic", i, float(i), i + 1.0, scores, -20.0)
     det.update(chunk)
-    view.chunk("mic", 1000.0 + i + 1, -20.0, scores, det.rules, health or (lambda: {"sources": []}))
+    view.chunk(1000.0 + i + 1, chunk, det.rules, health or (lambda: {"sources": []}))
 
 
 @pytest.fixture
@@ -186,6 +188,50 @@ def test_event_stream_sends_each_chunk_and_episode(served: View) -> None:
     served.set_listening(False, {"mic": det.rules})
     assert message()["states"] == {"dog": "paused"}
     conn.close()
+
+
+def test_calibrate_from_the_page_is_the_command_on_what_was_heard(served: View) -> None:
+    """The view keeps each chunk's combined score and hands it to the calibration the command
+    runs: the same table and YAML as calibrate_series on that series, split where a pause
+    restarted stream time."""
+    det = Detector([DOG], source="mic")
+    rng = np.random.default_rng(0)
+    barks = rng.uniform(0, 0.8, 300)
+    for i, bark in enumerate(barks):
+        feed(served, det, i % 200, float(bark))  # stream time restarts at chunk 200
+    status, _, body = get(served, "/api/calibrate?per_day=24")
+    assert status == 200, body
+    report = json.loads(body)
+    segments = [
+        Series(
+            start_s=np.arange(n, dtype=float),
+            end_s=np.arange(n, dtype=float) + 1,
+            level_dbfs=np.full(n, -20.0),
+            scores={"dog": barks[a : a + n].astype(np.float32).astype(float)},
+        )
+        for a, n in ((0, 200), (200, 100))
+    ]
+    expected = calibrate_series(segments, [DOG], -40, per_day=24)
+    assert report["audio_s"] == 300.0
+    assert report["table"] == format_table(expected, 24)
+    assert report["yaml"] == yaml_snippet(expected)
+    assert "dog" in report["yaml"]
+    assert get(served, "/api/calibrate?per_day=-1")[0] == 400
+
+
+def test_calibrate_keeps_the_newest_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(view_module, "CALIBRATE_CHUNKS", 50)
+    view = make_view()
+    det = Detector([DOG], source="mic")
+    for i in range(120):
+        feed(view, det, i, 0.1)
+    (segment,) = view._sources["mic"].series.segments()
+    assert segment.start_s.tolist() == list(range(70, 120))
+
+
+def test_calibrate_with_nothing_heard_is_one_line(served: View) -> None:
+    status, _, body = get(served, "/api/calibrate")
+    assert status == 409 and body.decode().count("\n") == 1
 
 
 def test_a_port_in_use_is_one_line() -> None:

@@ -256,6 +256,12 @@ def test_live_view_through_ingress(running: tuple[Run, Ingress], broker: Broker)
             assert box is not None and box["width"] <= 390
             shoot(page, "live-view-phone.png")
 
+            page.set_viewport_size({"width": 1280, "height": 1000})
+            page.fill("#per-day", "24")
+            page.click("#calibrate-form button")
+            expect(page.locator("#calibrate-yaml")).to_contain_text("dog:")
+            expect(page.locator("#calibrate-table")).to_contain_text("h of audio")
+
             sub = Subscriber(broker, (f"{BASE}/listening",)).start()
             try:
                 sub.client.publish(f"{BASE}/listening/set", "OFF", qos=1)

@@ -8,11 +8,13 @@ event. Clients whose queue fills (a stalled browser) are dropped rather than slo
 """
 
 import ipaddress
+import itertools
 import json
 import logging
 import math
 import queue
 import threading
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from sat_audio.calibrate import Series, calibrate_series, format_table, yaml_snippet
 from sat_audio.config import EventConfig, WebConfig
+from sat_audio.engine import ChunkResult
 from sat_audio.errors import SatAudioError
-from sat_audio.rules import EventRule
+from sat_audio.rules import EPS, EventRule, combine
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,11 @@ FILES = {
     "uPlot.min.css": ("uPlot.min.css", "text/css; charset=utf-8"),
 }
 """What the server answers, by path: nothing else of the package is reachable."""
+TEXT = "text/plain; charset=utf-8"
 TOP_K = 10
 MAX_EPISODES = 50
+CALIBRATE_CHUNKS = 50_000
+"""Chunks per source kept for calibrating from the page: a day of 2 s chunks, 14 h of 1 s."""
 CLIENT_QUEUE = 256
 """Frames a browser may lag behind before it is dropped (minutes of chunks)."""
 KEEPALIVE_S = 15.0
@@ -53,10 +60,46 @@ class _Client:
     dropped: bool = False
 
 
+class _Series:
+    """The last CALIBRATE_CHUNKS chunks of a source for calibration: stream times, level and
+    each sound event's combined score before smoothing, in fixed arrays (written in place)."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+        self.times = np.zeros((CALIBRATE_CHUNKS, 2))
+        self.values = np.zeros((CALIBRATE_CHUNKS, 1 + len(keys)), np.float32)
+        self.count = 0
+
+    def append(self, start_s: float, end_s: float, level: float, scores: list[float]) -> None:
+        i = self.count % CALIBRATE_CHUNKS
+        self.times[i] = start_s, end_s
+        self.values[i] = level, *scores
+        self.count += 1
+
+    def segments(self) -> list[Series]:
+        """Oldest first, split where stream time starts again (a resume after a pause)."""
+        n = min(self.count, CALIBRATE_CHUNKS)
+        oldest = self.count % CALIBRATE_CHUNKS if n == CALIBRATE_CHUNKS else 0
+        order = (np.arange(n) + oldest) % CALIBRATE_CHUNKS
+        times, values = self.times[order], self.values[order].astype(np.float64)
+        cuts = [0, *(np.flatnonzero(times[1:, 0] < times[:-1, 1] - EPS) + 1), n]
+        return [
+            Series(
+                start_s=times[a:b, 0],
+                end_s=times[a:b, 1],
+                level_dbfs=values[a:b, 0],
+                scores={key: values[a:b, 1 + i] for i, key in enumerate(self.keys)},
+            )
+            for a, b in itertools.pairwise(cuts)
+            if b > a
+        ]
+
+
 @dataclass
 class _Source:
     history: deque[tuple[float, float, tuple[float, ...]]]
     """(wall time, level dBFS, each event's combined score) per chunk, oldest first."""
+    series: _Series
     last: tuple[float, np.ndarray] | None = None  # the latest chunk's level and scores
 
 
@@ -85,7 +128,10 @@ class View:
         self._labels = list(labels)
         self.chunk_s = chunk_s
         size = max(1, math.ceil(cfg.history_minutes * 60 / chunk_s))
-        self._sources = {name: _Source(deque(maxlen=size)) for name in sources}
+        self._sound = [ev for ev in events if ev.kind == "sound"]
+        keys = [ev.key for ev in self._sound]
+        self._sources = {name: _Source(deque(maxlen=size), _Series(keys)) for name in sources}
+        self._gate = listener.get("min_level_dbfs")
         self._episodes: deque[dict[str, Any]] = deque(maxlen=MAX_EPISODES)
         self._clients: list[_Client] = []
         self._lock = threading.Lock()
@@ -104,18 +150,23 @@ class View:
 
     def chunk(
         self,
-        source: str,
         wall: float,
-        level: float,
-        scores: np.ndarray,
+        chunk: ChunkResult,
         rules: Sequence[EventRule],
         health: Callable[[], dict[str, Any]],
     ) -> None:
-        """One scored chunk of a source, after its rules ran."""
+        """One scored chunk of a source (wall: when its end was heard), after its rules ran."""
+        source, level, scores = chunk.stream, chunk.level_dbfs, chunk.scores
         st = self._sources[source]
+        raw = [
+            combine(np.asarray(scores)[r.indices], r.cfg.combine)
+            for r in rules
+            if r.cfg.kind == "sound"
+        ]
         with self._lock:
             st.history.append((wall, level, tuple(r.score for r in rules)))
             st.last = (level, scores)
+            st.series.append(chunk.start_s, chunk.end_s, level, raw)
         if not self._clients:
             return
         self._health = health()
@@ -211,6 +262,18 @@ class View:
             "health": self._health,
         }
 
+    def calibrate(self, per_day: float) -> dict[str, Any]:
+        """Thresholds from the audio heard so far (sound events; loud ones need `sat-audio
+        calibrate`, which keeps every frame's level): the table and YAML of the command."""
+        with self._lock:
+            segments = [seg for st in self._sources.values() for seg in st.series.segments()]
+        reports = calibrate_series(segments, self._sound, self._gate, per_day=per_day)
+        return {
+            "audio_s": reports[0].audio_s if reports else 0.0,
+            "table": format_table(reports, per_day),
+            "yaml": yaml_snippet(reports),
+        }
+
     def subscribe(self) -> _Client:
         client = _Client(queue.Queue(CLIENT_QUEUE))
         with self._lock:
@@ -296,19 +359,37 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if not self.view.allowed(self.client_address[0]):
-            self._reply(HTTPStatus.FORBIDDEN, b"forbidden\n", "text/plain; charset=utf-8")
+            self._reply(HTTPStatus.FORBIDDEN, b"forbidden\n", TEXT)
             return
         path = self.path.split("?", 1)[0].lstrip("/")
         if path == "api/state":
             body = json.dumps(self.view.snapshot(), separators=(",", ":")).encode()
             self._reply(HTTPStatus.OK, body, "application/json")
+        elif path == "api/calibrate":
+            self._calibrate()
         elif path == "api/events":
             self._events()
         elif path in FILES:
             name, kind = FILES[path]
             self._reply(HTTPStatus.OK, (STATIC / name).read_bytes(), kind)
         else:
-            self._reply(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+            self._reply(HTTPStatus.NOT_FOUND, b"not found\n", TEXT)
+
+    def _calibrate(self) -> None:
+        query = urllib.parse.parse_qs(self.path.partition("?")[2])
+        try:
+            per_day = float(query.get("per_day", ["1"])[0])
+            if not 0 < per_day < math.inf:
+                raise ValueError
+        except ValueError:
+            self._reply(HTTPStatus.BAD_REQUEST, b"per_day: expected a number above 0\n", TEXT)
+            return
+        try:
+            report = self.view.calibrate(per_day)
+        except SatAudioError as err:
+            self._reply(HTTPStatus.CONFLICT, f"{err}\n".encode(), TEXT)
+            return
+        self._reply(HTTPStatus.OK, json.dumps(report).encode(), "application/json")
 
     def _reply(self, status: HTTPStatus, body: bytes, kind: str) -> None:
         self.send_response(status)

@@ -292,6 +292,31 @@ async function start() {
   };
 }
 
+async function calibrate(event) {
+  event.preventDefault();
+  const table = document.getElementById("calibrate-table");
+  const snippet = document.getElementById("calibrate-yaml");
+  const perDay = document.getElementById("per-day").value;
+  table.hidden = false;
+  table.textContent = "calibrating…";
+  snippet.hidden = true;
+  const response = await fetch(`api/calibrate?per_day=${encodeURIComponent(perDay)}`);
+  if (!response.ok) {
+    table.textContent = (await response.text()).trim();
+    return;
+  }
+  const report = await response.json();
+  table.textContent = `${(report.audio_s / 3600).toFixed(1)} h of audio\n\n${report.table}`;
+  snippet.textContent = report.yaml;
+  snippet.hidden = false;
+}
+
+document.getElementById("calibrate-form").addEventListener("submit", (e) => {
+  calibrate(e).catch((err) => {
+    document.getElementById("calibrate-table").textContent = String(err);
+  });
+});
+
 start().catch((err) => {
   setConnection("error", "down");
   document.getElementById("meta").textContent = String(err);
