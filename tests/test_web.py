@@ -5,6 +5,8 @@ import hashlib
 import http.client
 import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -270,3 +272,16 @@ def test_bad_web_section_is_one_line(web: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"web": web})
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_the_listener_loads_nothing_of_the_view_unless_it_is_on() -> None:
+    """web off costs nothing: the view's module and the HTTP server are imported only by
+    Listener.run when web.enabled (its thread and history come with them)."""
+    code = (
+        "import sys, sat_audio.listener, sat_audio.cli; "
+        "print(sorted(m for m in ('sat_audio.web.view', 'http.server') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
