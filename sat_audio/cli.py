@@ -93,7 +93,7 @@ def _print_chunk(
     path: Path,
     index: int,
     chunk_s: float,
-    scores: Sequence[float],
+    scores: "Sequence[float] | np.ndarray",
     labels: Sequence,
     args: argparse.Namespace,
 ) -> None:

@@ -16,6 +16,7 @@ comes from this path too, so a listener never touches the reference forward's ke
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import numpy as np
 import torch
@@ -47,6 +48,22 @@ def _share_qkv(attn: StreamingAttention) -> tuple[torch.Tensor, torch.Tensor]:
 
 class _FastBlock(nn.Module):
     """One block's weights, all shared with the model."""
+
+    # The buffers registered below, typed for mypy (nn.Module's __getattr__ cannot say).
+    n1_w: torch.Tensor
+    n1_b: torch.Tensor
+    qkv_w: torch.Tensor
+    qkv_b: torch.Tensor
+    kv_w: torch.Tensor
+    kv_b: torch.Tensor
+    proj_w: torch.Tensor
+    proj_b: torch.Tensor
+    n2_w: torch.Tensor
+    n2_b: torch.Tensor
+    fc1_w: torch.Tensor
+    fc1_b: torch.Tensor
+    fc2_w: torch.Tensor
+    fc2_b: torch.Tensor
 
     def __init__(self, block: Block) -> None:
         super().__init__()
@@ -113,6 +130,22 @@ class FastPiece(nn.Module):
     views of them, and makes each block's to_q and to_kv views of one fused q/kv weight.
     """
 
+    # The buffers registered below (cls only with token pooling), typed for mypy.
+    bn_scale: torch.Tensor
+    bn_shift: torch.Tensor
+    patch_w: torch.Tensor
+    patch_b: torch.Tensor
+    time_pos: torch.Tensor
+    freq_pos: torch.Tensor
+    memory_pos: torch.Tensor
+    norm_w: torch.Tensor
+    norm_b: torch.Tensor
+    out_norm_w: torch.Tensor
+    out_norm_b: torch.Tensor
+    out_w: torch.Tensor
+    out_b: torch.Tensor
+    cls: torch.Tensor
+
     @torch.no_grad()
     def __init__(self, model: AudioTransformer) -> None:
         super().__init__()
@@ -123,7 +156,10 @@ class FastPiece(nn.Module):
             )
         self.memory_tokens = model.memory_tokens
         self.token_pooling = spec.pooling == "token"
-        bn = model.init_bn[1]
+        bn, out_norm, out = model.init_bn[1], model.outputlayer[0], model.outputlayer[1]
+        assert isinstance(bn, nn.BatchNorm2d) and bn.running_var is not None
+        assert bn.running_mean is not None
+        assert isinstance(out_norm, nn.LayerNorm) and isinstance(out, nn.Linear)
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         dim = spec.embed_dim
         time_pos = model.time_pos_embed[0, :, 0].T  # (columns, D)
@@ -140,29 +176,32 @@ class FastPiece(nn.Module):
             "memory_pos": memory_pos,
             "norm_w": model.norm.weight,
             "norm_b": model.norm.bias,
-            "out_norm_w": model.outputlayer[0].weight,
-            "out_norm_b": model.outputlayer[0].bias,
-            "out_w": model.outputlayer[1].weight,
-            "out_b": model.outputlayer[1].bias,
+            "out_norm_w": out_norm.weight,
+            "out_norm_b": out_norm.bias,
+            "out_w": out.weight,
+            "out_b": out.bias,
         }
         if self.token_pooling:
             tensors["cls"] = (model.cls_token[0] + model.token_pos_embed).detach()
         for name, tensor in tensors.items():
+            assert tensor is not None  # every layer here has its bias
             self.register_buffer(name, tensor.detach(), persistent=False)
-        self.out_norm_eps = model.outputlayer[0].eps
-        self.blocks = nn.ModuleList(_FastBlock(block) for block in model.blocks)
+        self.out_norm_eps = out_norm.eps
+        blocks = [_FastBlock(cast(Block, block)) for block in model.blocks]
+        self.blocks = nn.ModuleList(blocks)  # registered as submodules
+        self.fast_blocks = tuple(blocks)  # the same blocks, typed
 
     def state_from_memory(self, memory: torch.Tensor) -> State:
         """The fast state of an AudioTransformer memory (depth, B, M, D)."""
-        kv = [block.memory_kv(memory[i]) for i, block in enumerate(self.blocks) if i > 0]
+        kv = [block.memory_kv(memory[i]) for i, block in enumerate(self.fast_blocks) if i > 0]
         return (memory[0], *kv)
 
     def empty_state(self) -> State:
         """A state of no memory tokens: forward then runs like AudioTransformer without memory."""
         dim = self.patch_b.shape[0]
-        heads = self.blocks[0].num_heads
+        heads = self.fast_blocks[0].num_heads
         kv = torch.zeros(1, 2, heads, 0, dim // heads)
-        return (torch.zeros(1, 0, dim), *(kv for _ in self.blocks[1:]))
+        return (torch.zeros(1, 0, dim), *(kv for _ in self.fast_blocks[1:]))
 
     def forward(self, mel: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b = mel.shape[0]
@@ -181,10 +220,10 @@ class FastPiece(nn.Module):
         # upstream: the first block's memory gets its positions added once more, every chunk.
         first = state[0] + self.memory_pos[self.memory_tokens - state[0].shape[1] :]
         new_state = [torch.cat((first, x), dim=1)[:, -self.memory_tokens :]]
-        kv = (self.blocks[0].memory_kv(first), *state[1:])
+        kv = (self.fast_blocks[0].memory_kv(first), *state[1:])
         tokens = x.shape[1]
         x = x.reshape(-1, dim)
-        for i, (block, kv_memory) in enumerate(zip(self.blocks, kv, strict=True)):
+        for i, (block, kv_memory) in enumerate(zip(self.fast_blocks, kv, strict=True)):
             x, kv_all = block(x, kv_memory)
             if i > 0:  # the first block's keys and values are recomputed, see above
                 new_state.append(kv_all[:, :, :, -self.memory_tokens :])

@@ -21,6 +21,9 @@ class LogMel(nn.Module):
     only ever holds one stream there), so batched streams score exactly like single ones.
     """
 
+    window: torch.Tensor  # buffers, typed for mypy
+    fbank: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)

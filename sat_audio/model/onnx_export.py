@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -119,11 +119,11 @@ class _Graph:
             self.initializers[name] = self.onnx.numpy_helper.from_array(array, name)
         return name
 
-    def op(self, op_type: str, *inputs: str, **attrs: object) -> str:
+    def op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
         """A node of one output; "" stands for an input left out."""
         return self.ops(op_type, *inputs, outputs=1, **attrs)[0]
 
-    def ops(self, op_type: str, *inputs: str, outputs: int, **attrs: object) -> list[str]:
+    def ops(self, op_type: str, *inputs: str, outputs: int, **attrs: Any) -> list[str]:
         domain = MS if op_type in ("MultiHeadAttention", "Attention") else ""
         names = [f"{op_type}_{len(self.nodes)}_{i}" for i in range(outputs)]
         self.nodes.append(

@@ -59,7 +59,7 @@ def iso_time(wall: float) -> str:
     return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
 
 
-def parse_switch(payload: bytes) -> bool | None:
+def parse_switch(payload: bytes | bytearray) -> bool | None:
     """A switch command, the privacy switch's or an event's (`ON`/`OFF`, any case, surrounding
     blanks ignored), else None."""
     text = payload.decode("utf-8", "replace").strip().upper()

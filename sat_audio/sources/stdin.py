@@ -16,7 +16,7 @@ from sat_audio.config import SourceConfig
 from sat_audio.errors import SatAudioError
 from sat_audio.sources.base import Source
 
-FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+FORMATS: dict[str, np.dtype] = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 POLL_S = 0.2
 """The reader wakes this often to notice stop(); a blocking read could never be interrupted."""
 STALL_S = 15.0
