@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from sat_audio import SAMPLE_RATE
 from sat_audio.config import ClipConfig, ClipsConfig, EventConfig
@@ -158,6 +157,8 @@ class Writer:
             self._write(*job)
 
     def _write(self, name: str, audio: np.ndarray) -> None:
+        import soundfile as sf  # here: libsndfile loads for file sources and clips only
+
         path = self.folder / name
         tmp = self.folder / f".{name}.part"
         fmt, subtype = FORMATS[self.cfg.format]
