@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from sat_audio import SAMPLE_RATE
 from sat_audio.clips import Clips, clips_folder, ring_seconds
-from sat_audio.config import Config
+from sat_audio.config import Config, to_yaml
 from sat_audio.custom import custom_labels, with_custom_sounds
 from sat_audio.engine import ChunkResult, Engine, load_scorer
 from sat_audio.labels import all_labels
@@ -249,6 +249,7 @@ class Listener:
             events=self.config.detection.events,
             labels=self._labels,
             chunk_s=self.chunk_s,
+            teach_config=to_yaml(self.config),
         )
         view.listening = self.listening
         view.start()
@@ -330,6 +331,8 @@ class Listener:
                         st.fed(got[0].size, got[1])
                         if self.clips is not None:
                             self.clips.audio(name, got[0])
+                        if self.view is not None:
+                            self.view.audio(name, got[0])
                         for t in st.detector.audio(got[0]):
                             self._emit(st, t)
                     n += 1

@@ -7,21 +7,26 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from sat_audio import SAMPLE_RATE
 from sat_audio.calibrate import Series, calibrate_series, format_table, yaml_snippet
 from sat_audio.config import ConfigError, EventConfig, WebConfig, parse_config
+from sat_audio.custom import read_sound
 from sat_audio.engine import ChunkResult
 from sat_audio.errors import SatAudioError
 from sat_audio.labels import all_labels, find
 from sat_audio.rules import Detector
 from sat_audio.web import view as view_module
 from sat_audio.web.view import STATIC, View
+from tests.checkpoints import random_model, save_upstream, upstream_name
 from tests.waiting import PATIENCE_S
 
 DOG = EventConfig(
@@ -39,8 +44,19 @@ VENDORED = {
 }
 
 
-def make_view(history_minutes: float = 10.0, allow: tuple[str, ...] = ()) -> View:
-    cfg = WebConfig(enabled=True, port=0, history_minutes=history_minutes, allow=allow)
+def make_view(
+    history_minutes: float = 10.0,
+    allow: tuple[str, ...] = (),
+    teach_seconds: float = 30.0,
+    teach_config: str | None = None,
+) -> View:
+    cfg = WebConfig(
+        enabled=True,
+        port=0,
+        history_minutes=history_minutes,
+        teach_seconds=teach_seconds,
+        allow=allow,
+    )
     return View(
         cfg,
         listener={"name": "Kitchen", "id": "k", "model": "SAT_T_2s", "min_level_dbfs": -40},
@@ -48,6 +64,7 @@ def make_view(history_minutes: float = 10.0, allow: tuple[str, ...] = ()) -> Vie
         events=[DOG],
         labels=LABELS,
         chunk_s=1.0,
+        teach_config=teach_config,
     )
 
 
@@ -265,6 +282,9 @@ def test_web_section_defaults_off_and_local() -> None:
         ({"allow": ["proxy"]}, "web.allow[0]: expected an IP address"),
         ({"port": 70000}, "web.port: "),
         ({"history_minutes": 0}, "web.history_minutes: "),
+        ({"teach_seconds": 3}, "web.teach_seconds: expected 0 (off) or a number from 5 to 120"),
+        ({"teach_seconds": 121}, "web.teach_seconds: expected 0 (off) or a number from 5 to 120"),
+        ({"teach_seconds": "all"}, "web.teach_seconds: expected 0 (off) or a number from 5"),
         ({"colour": 1}, "web.colour: unknown key 'colour'"),
     ],
 )
@@ -285,3 +305,148 @@ def test_the_listener_loads_nothing_of_the_view_unless_it_is_on() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+# -- teaching from the last seconds of a source ------------------------------------------------
+
+
+def post(
+    view: View, body: object, headers: dict[str, str] | None = None, source: str = "127.0.0.1"
+) -> tuple[int, str]:
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", view.port, timeout=PATIENCE_S, source_address=(source, 0)
+    )
+    data = json.dumps(body).encode()
+    conn.request("POST", "/api/teach", data, headers or {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    out = resp.status, resp.read().decode()
+    conn.close()
+    return out
+
+
+def test_the_ring_keeps_exactly_the_last_seconds() -> None:
+    """In blocks of any size, as heard: the last N seconds come back sample for sample (int16,
+    what the clips keep), fewer when less was heard; nothing is kept without teaching."""
+    view = make_view(teach_seconds=5, teach_config="")
+    rng = np.random.default_rng(0)
+    heard = rng.integers(-32768, 32767, 7 * SAMPLE_RATE + 123).astype(np.int16)
+    assert view.last("mic", 5).size == 0
+    at = 0
+    for size in [1000, 1, 16000, 7] * 100:
+        block = heard[at : at + size]
+        view.audio("mic", block.astype(np.float32) / 32768)
+        at += block.size
+        if at == 1000:
+            assert np.array_equal(view.last("mic", 5), heard[:1000])
+    assert at == heard.size
+    assert np.array_equal(view.last("mic", 5), heard[-5 * SAMPLE_RATE :])
+    assert np.array_equal(view.last("mic", 2.5), heard[-40000:])
+    assert view.ring_bytes("mic") == 5 * SAMPLE_RATE * 2
+    # the default, 30 s, is 960,000 bytes a source; off, or no teaching, none
+    assert make_view(teach_config="").ring_bytes("mic") == 960_000
+    assert make_view(teach_seconds=0, teach_config="").ring_bytes("mic") == 0
+    assert make_view().ring_bytes("mic") == 0
+    assert make_view().snapshot()["teach_s"] == 0
+
+
+def test_teach_takes_json_from_the_page_only() -> None:
+    """Another site's page cannot make a browser teach: cross-site requests are 403, a form's
+    content types 415 (a JSON one needs a preflight nobody answers); the allow-list holds."""
+    view = make_view(allow=("127.0.0.1",), teach_config="")
+    view.start()
+    try:
+        bad = {"source": "mic", "name": "Door Bell", "seconds": 5}
+        json_ = {"Content-Type": "application/json"}
+        assert post(view, bad, {"Content-Type": "text/plain"})[0] == 415
+        assert post(view, bad, {"Content-Type": "application/x-www-form-urlencoded"})[0] == 415
+        assert post(view, bad, json_ | {"Sec-Fetch-Site": "cross-site"}) == (
+            403,
+            "cross-site requests are refused\n",
+        )
+        assert post(view, bad, json_ | {"Sec-Fetch-Site": "same-site"})[0] == 403
+        assert post(view, bad, json_ | {"Origin": "http://evil.example"})[0] == 403
+        assert post(view, bad, json_ | {"Origin": "null"})[0] == 403
+        assert post(view, bad, source="127.0.0.2")[0] == 403
+        # past the checks, the request itself is judged
+        same = json_ | {"Origin": f"http://127.0.0.1:{view.port}"}
+        status, line = post(view, bad, same)
+        assert status == 400 and line.startswith("custom sound name 'Door Bell'")
+        status, line = post(view, bad | {"name": "door"}, json_ | {"Sec-Fetch-Site": "same-origin"})
+        assert (status, line) == (409, "nothing heard from source mic yet\n")
+        assert post(view, bad | {"source": "cam"})[0] == 400
+        assert post(view, bad | {"name": "door", "seconds": 31})[1] == (
+            "seconds: expected a number above 0, at most 30\n"
+        )
+        assert post(view, [1])[0] == 400
+    finally:
+        view.stop()
+
+
+def test_a_second_teach_while_one_runs_gets_409(monkeypatch: pytest.MonkeyPatch) -> None:
+    view = make_view(teach_config="")
+    view.audio("mic", np.full(SAMPLE_RATE, 0.1, np.float32))
+    started, finish = threading.Event(), threading.Event()
+
+    def slow_child(name: str, clip: str, audio: np.ndarray) -> tuple[int, str]:
+        started.set()
+        finish.wait(PATIENCE_S)
+        return 200, f"taught {name} from {clip}, {audio.size} samples"
+
+    monkeypatch.setattr(view, "_run_teach", slow_child)
+    view.start()
+    try:
+        first: list[tuple[int, str]] = []
+        body = {"source": "mic", "name": "door", "seconds": 5}
+        thread = threading.Thread(target=lambda: first.append(post(view, body)))
+        thread.start()
+        assert started.wait(PATIENCE_S)
+        assert post(view, body) == (
+            409,
+            "another sound is being taught: try again when it is done\n",
+        )
+        finish.set()
+        thread.join(PATIENCE_S)
+        assert first == [(200, "taught door from mic-last-5s.flac, 16000 samples\n")]
+    finally:
+        view.stop()
+
+
+@pytest.mark.slow
+def test_teach_from_the_last_seconds_in_a_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's teach on a real (random-weight) checkpoint: `sat-audio teach` in a child, on
+    the effective configuration, writes the sound beside the model; the temporary clip and
+    configuration are gone after; silence is the child's one line."""
+    save_upstream(random_model("SAT_T_2s", seed=3), tmp_path / upstream_name("SAT_T_2s"))
+    config = {"model": {"name": "SAT_T_2s", "dir": str(tmp_path), "chunk_seconds": 1.0}}
+    view = make_view(teach_config=yaml.safe_dump(config))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    hiss = 0.003 * np.random.default_rng(1).standard_normal(6 * SAMPLE_RATE)
+    hiss[2 * SAMPLE_RATE : 3 * SAMPLE_RATE] += tone
+    view.audio("mic", np.zeros(20 * SAMPLE_RATE, np.float32))  # long before: not taught
+    view.audio("mic", hiss.astype(np.float32))
+    view.start()
+    try:
+        status, line = post(view, {"source": "mic", "name": "Tone", "seconds": 6})
+        assert status == 200, line
+        assert line.startswith("taught custom:tone on SAT_T_2s from 1 example(s)")
+        assert line.count("\n") == 1
+        sound = read_sound(tmp_path / "custom" / "tone.json")
+        assert sound.info["examples"] == ["mic-last-6s.flac"]
+        assert sound.chunk_seconds == 1.0
+        assert list(scratch.iterdir()) == []
+
+        view.audio("mic", np.zeros(10 * SAMPLE_RATE, np.float32))
+        status, line = post(view, {"source": "mic", "name": "quiet", "seconds": 10})
+        assert status == 422
+        assert line.startswith("teach failed (exit 2): sat-audio: error: the examples are silent")
+        assert line.count("\n") == 1
+        assert not (tmp_path / "custom" / "quiet.json").exists()
+        assert list(scratch.iterdir()) == []
+    finally:
+        view.stop()

@@ -96,20 +96,34 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Ingress:
-    """/api/hassio_ingress/<token>/PATH to the view's /PATH, from PROXY_ADDRESS."""
+    """/api/hassio_ingress/<token>/PATH to the view's /PATH, from PROXY_ADDRESS; a POST with the
+    browser's headers (its Origin is the proxy's, its Host the view's: Sec-Fetch-Site decides)."""
 
     def __init__(self, port: int) -> None:
         upstream = port
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                self.forward("GET")
+
+            def do_POST(self) -> None:
+                self.forward("POST")
+
+            def forward(self, method: str) -> None:
                 if not self.path.startswith(PREFIX):
                     self.send_error(404)
                     return
                 conn = http.client.HTTPConnection(
                     "127.0.0.1", upstream, timeout=PATIENCE_S, source_address=(PROXY_ADDRESS, 0)
                 )
-                conn.request("GET", "/" + self.path[len(PREFIX) :])
+                path = "/" + self.path[len(PREFIX) :]
+                if method == "GET":
+                    conn.request("GET", path)
+                else:
+                    body = self.rfile.read(int(self.headers["Content-Length"]))
+                    keep = ("content-type", "origin", "sec-fetch-site")
+                    headers = {k: v for k, v in self.headers.items() if k.lower() in keep}
+                    conn.request(method, path, body, headers)
                 resp = conn.getresponse()
                 self.send_response(resp.status)
                 for name, value in resp.getheaders():
@@ -261,6 +275,14 @@ def test_live_view_through_ingress(running: tuple[Run, Ingress], broker: Broker)
             page.click("#calibrate-form button")
             expect(page.locator("#calibrate-yaml")).to_contain_text("dog:")
             expect(page.locator("#calibrate-table")).to_contain_text("h of audio")
+
+            # teach a sound from the last seconds the listener heard, through the ingress
+            page.fill("#teach-name", "Ding")
+            page.fill("#teach-seconds", "10")
+            page.click("#teach-form button")
+            result = page.locator("#teach-result")
+            expect(result).to_contain_text("taught custom:ding")
+            expect(result).to_contain_text("custom:ding in its labels after the listener restarts")
 
             sub = Subscriber(broker, (f"{BASE}/listening",)).start()
             try:

@@ -135,6 +135,9 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8760
     history_minutes: float = 10.0
+    teach_seconds: float = 30.0
+    """The last this many seconds of each source's audio, in memory for teaching from the page
+    (0: none kept)."""
     allow: tuple[str, ...] = ()
     """Client addresses it answers (others get 403); empty: any that can connect."""
 

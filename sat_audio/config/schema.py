@@ -92,6 +92,25 @@ def _number(
     return Number(lo, hi, lo_open, integer)
 
 
+def _off_or(check: Number) -> Callable[[Any], float]:
+    """0 (off), or a number `check` takes."""
+    expected = f"expected 0 (off) or {check.expected}"
+
+    def off_or(value: Any) -> float:
+        try:
+            number = float(Number(0.0, check.hi)(value))
+        except vol.Invalid:
+            raise vol.Invalid(expected) from None
+        if number == 0:
+            return 0.0
+        try:
+            return float(check(number))
+        except vol.Invalid:
+            raise vol.Invalid(expected) from None
+
+    return off_or
+
+
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -573,9 +592,10 @@ _WEB = _section(
         vol.Optional("host", default="127.0.0.1"): _text,
         vol.Optional("port", default=8760): _number(0, 65535, integer=True),
         vol.Optional("history_minutes", default=10.0): _number(1, 24 * 60),
+        vol.Optional("teach_seconds", default=30.0): _off_or(_number(5, 120)),
         vol.Optional("allow", default=list): [_address],
     },
-    "enabled, host, port, history_minutes, allow",
+    "enabled, host, port, history_minutes, teach_seconds, allow",
 )
 
 _LOGGING = _section(

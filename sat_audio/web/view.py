@@ -5,6 +5,10 @@ small tuple to a bounded per-source history and keeps a reference to the chunk's
 while a browser is connected does it build a frame (top 10, the rules' states in words, health)
 and push it to each client's queue, which that client's handler thread writes as a server-sent
 event. Clients whose queue fills (a stalled browser) are dropped rather than slowing the listener.
+
+View.audio() keeps the last web.teach_seconds of each source in memory (never on disk), so that
+a sound that just happened can be taught from the page: api/teach runs `sat-audio teach` on it in
+a child process, so that the listener's own model and audio path are not touched.
 """
 
 import ipaddress
@@ -13,6 +17,9 @@ import json
 import logging
 import math
 import queue
+import subprocess
+import sys
+import tempfile
 import threading
 import urllib.parse
 from collections import deque
@@ -24,11 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
+from sat_audio import SAMPLE_RATE
 from sat_audio.calibrate import Series, calibrate_series, format_table, yaml_snippet
+from sat_audio.clips import Ring, to_int16
 from sat_audio.config import EventConfig, WebConfig
 from sat_audio.engine import ChunkResult
 from sat_audio.errors import SatAudioError
+from sat_audio.labels import custom_name
 from sat_audio.rules import EPS, EventRule, combine
 
 log = logging.getLogger(__name__)
@@ -52,6 +63,12 @@ CLIENT_QUEUE = 256
 """Frames a browser may lag behind before it is dropped (minutes of chunks)."""
 KEEPALIVE_S = 15.0
 """A comment line this often keeps proxies from closing an idle stream."""
+MAX_BODY = 4096
+"""A POST's body at most (api/teach's JSON is a few dozen bytes)."""
+TEACH_TIMEOUT_S = 900.0
+"""A safety net for a teaching child that hangs; teaching takes seconds to minutes."""
+SAME_SITE = ("same-origin", "none")
+"""Sec-Fetch-Site values of a request from the page itself (or typed, or not a browser's)."""
 
 
 @dataclass
@@ -120,7 +137,10 @@ class View:
         events: Sequence[EventConfig],
         labels: Sequence[str],
         chunk_s: float,
+        teach_config: str | None = None,
     ) -> None:
+        """teach_config: the listener's effective configuration as YAML, which the teaching
+        child reads, so that it uses the same model and model.dir (None: no teaching)."""
         self.cfg = cfg
         self.allow = {ipaddress.ip_address(a) for a in cfg.allow}
         self._listener = listener
@@ -140,6 +160,11 @@ class View:
         self.listening = True
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._teach_config = teach_config
+        keep = cfg.teach_seconds if teach_config is not None else 0.0
+        self._rings = {name: Ring(keep) for name in sources} if keep else {}
+        self._ring_lock = threading.Lock()
+        self._teaching = threading.Lock()  # one teaching child at a time
 
     # -- from the listener's thread ---------------------------------------------------------
 
@@ -184,6 +209,15 @@ class View:
                 "health": self._health,
             }
         )
+
+    def audio(self, source: str, samples: np.ndarray) -> None:
+        """A block of a source's audio as heard (float32); the ring keeps the last seconds."""
+        ring = self._rings.get(source)
+        if ring is None:
+            return
+        data = to_int16(samples)
+        with self._ring_lock:
+            ring.write(data)
 
     def transition(
         self,
@@ -244,6 +278,7 @@ class View:
             **self._listener,
             "chunk_s": self.chunk_s,
             "history_s": self.cfg.history_minutes * 60,
+            "teach_s": self.cfg.teach_seconds if self._rings else 0,
             "listening": self.listening,
             "events": [
                 {
@@ -273,6 +308,83 @@ class View:
             "table": format_table(reports, per_day),
             "yaml": yaml_snippet(reports),
         }
+
+    def last(self, source: str, seconds: float) -> np.ndarray:
+        """The last `seconds` of a source's audio (less if less was heard), int16."""
+        ring = self._rings[source]
+        with self._ring_lock:
+            return ring.read(ring.end - round(seconds * SAMPLE_RATE))
+
+    def ring_bytes(self, source: str) -> int:
+        """Memory a source's ring holds (0 without one)."""
+        ring = self._rings.get(source)
+        return 0 if ring is None else ring.buffer.nbytes
+
+    def teach(self, source: Any, name: Any, seconds: Any) -> tuple[HTTPStatus, str]:
+        """Teach custom:NAME from the last `seconds` of a source: the status and one line (the
+        child's result, or what is wrong). A second request while one runs is refused."""
+        if not self._rings:
+            return HTTPStatus.CONFLICT, "teaching from the page is off (web.teach_seconds: 0)"
+        if source not in self._rings:
+            return HTTPStatus.BAD_REQUEST, f"source: expected one of {', '.join(self._rings)}"
+        try:
+            name = custom_name(name if isinstance(name, str) else "")
+        except SatAudioError as err:
+            return HTTPStatus.BAD_REQUEST, str(err)
+        limit = self.cfg.teach_seconds
+        if not (isinstance(seconds, int | float) and not isinstance(seconds, bool)) or not (
+            0 < seconds <= limit
+        ):
+            return HTTPStatus.BAD_REQUEST, f"seconds: expected a number above 0, at most {limit:g}"
+        if not self._teaching.acquire(blocking=False):
+            return HTTPStatus.CONFLICT, "another sound is being taught: try again when it is done"
+        try:
+            audio = self.last(source, seconds)
+            if audio.size == 0:
+                return HTTPStatus.CONFLICT, f"nothing heard from source {source} yet"
+            return self._run_teach(name, f"{source}-last-{seconds:g}s.flac", audio)
+        finally:
+            self._teaching.release()
+
+    def _run_teach(self, name: str, clip_name: str, audio: np.ndarray) -> tuple[HTTPStatus, str]:
+        """`python -m sat_audio teach NAME CLIP -c CONFIG` on temporary files, deleted after."""
+        assert self._teach_config is not None
+        with tempfile.TemporaryDirectory(prefix="sat-audio-teach-") as tmp:
+            config, clip = Path(tmp) / "config.yaml", Path(tmp) / clip_name
+            config.write_text(self._teach_config, encoding="utf-8")
+            sf.write(clip, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+            command = [
+                sys.executable,
+                "-m",
+                "sat_audio",
+                "teach",
+                name,
+                str(clip),
+                "-c",
+                str(config),
+            ]
+            log.info("live view: teaching custom:%s from %s", name, clip_name)
+            try:
+                done = subprocess.run(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=TEACH_TIMEOUT_S,
+                )
+            except subprocess.TimeoutExpired:
+                return (
+                    HTTPStatus.GATEWAY_TIMEOUT,
+                    f"teaching took over {TEACH_TIMEOUT_S:g} s: stopped",
+                )
+        if done.returncode == 0:
+            return HTTPStatus.OK, "; ".join(done.stdout.strip().splitlines())
+        lines = done.stderr.strip().splitlines() or ["(no message)"]
+        log.info("live view: teaching custom:%s failed: %s", name, lines[-1])
+        return (
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            f"teach failed (exit {done.returncode}): {lines[-1]}",
+        )
 
     def subscribe(self) -> _Client:
         client = _Client(queue.Queue(CLIENT_QUEUE))
@@ -352,7 +464,8 @@ class View:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """GET only: the page's files, api/state (JSON), api/events (server-sent events)."""
+    """GET: the page's files, api/state (JSON), api/calibrate, api/events (server-sent events).
+    POST: api/teach only, from the page itself (JSON, not cross-site)."""
 
     view: View
     server_version = "sat-audio"
@@ -374,6 +487,57 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.OK, (STATIC / name).read_bytes(), kind)
         else:
             self._reply(HTTPStatus.NOT_FOUND, b"not found\n", TEXT)
+
+    def do_POST(self) -> None:
+        if not self.view.allowed(self.client_address[0]):
+            self._reply(HTTPStatus.FORBIDDEN, b"forbidden\n", TEXT)
+            return
+        if self.path.split("?", 1)[0].lstrip("/") != "api/teach":
+            self._reply(HTTPStatus.NOT_FOUND, b"not found\n", TEXT)
+            return
+        if self._cross_site():
+            self._reply(HTTPStatus.FORBIDDEN, b"cross-site requests are refused\n", TEXT)
+            return
+        if self.headers.get_content_type() != "application/json":
+            self._reply(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                b"expected Content-Type: application/json\n",
+                TEXT,
+            )
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._reply(
+                HTTPStatus.BAD_REQUEST,
+                f"expected a body of at most {MAX_BODY} bytes\n".encode(),
+                TEXT,
+            )
+            return
+        try:
+            body = json.loads(self.rfile.read(length))
+            if not isinstance(body, dict):
+                raise ValueError
+        except ValueError:
+            self._reply(HTTPStatus.BAD_REQUEST, b"expected a JSON object\n", TEXT)
+            return
+        status, line = self.view.teach(body.get("source"), body.get("name"), body.get("seconds"))
+        self._reply(status, f"{line}\n".encode(), TEXT)
+
+    def _cross_site(self) -> bool:
+        """A request another site's page made: a browser says so in Sec-Fetch-Site, or (an older
+        one) in an Origin that is not this host. Behind a proxy (the Supervisor's ingress) the
+        Host differs from the page's, but Sec-Fetch-Site still says same-origin."""
+        site = self.headers.get("Sec-Fetch-Site")
+        if site is not None:
+            return site not in SAME_SITE
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return False
+        here = {self.headers.get("Host"), self.headers.get("X-Forwarded-Host")} - {None}
+        return urllib.parse.urlsplit(origin).netloc not in here
 
     def _calibrate(self) -> None:
         query = urllib.parse.parse_qs(self.path.partition("?")[2])

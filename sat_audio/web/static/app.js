@@ -277,6 +277,7 @@ async function start() {
   }
   showEpisodes();
   showHealth(info.health);
+  showTeach(info);
 
   const events = new EventSource("api/events");
   events.onopen = () => setConnection("live", "live");
@@ -314,6 +315,49 @@ async function calibrate(event) {
 document.getElementById("calibrate-form").addEventListener("submit", (e) => {
   calibrate(e).catch((err) => {
     document.getElementById("calibrate-table").textContent = String(err);
+  });
+});
+
+function showTeach(info) {
+  if (!info.teach_s) return;  // web.teach_seconds: 0
+  const select = document.getElementById("teach-source");
+  select.replaceChildren(...info.sources.map((src) => new Option(src.name, src.name)));
+  const seconds = document.getElementById("teach-seconds");
+  seconds.max = info.teach_s;
+  seconds.value = Math.min(Number(seconds.value), info.teach_s);
+  document.getElementById("teach").hidden = false;
+}
+
+async function teach(event) {
+  event.preventDefault();
+  const result = document.getElementById("teach-result");
+  const button = event.target.querySelector("button");
+  const name = document.getElementById("teach-name").value.trim();
+  result.hidden = false;
+  result.textContent = `teaching custom:${name}…`;
+  button.disabled = true;
+  try {
+    const response = await fetch("api/teach", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        source: document.getElementById("teach-source").value,
+        name,
+        seconds: Number(document.getElementById("teach-seconds").value),
+      }),
+    });
+    const line = (await response.text()).trim();
+    result.textContent = response.ok
+      ? `${line}\nAn event uses it as custom:${name.toLowerCase()} in its labels after the listener restarts.`
+      : line;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+document.getElementById("teach-form").addEventListener("submit", (e) => {
+  teach(e).catch((err) => {
+    document.getElementById("teach-result").textContent = String(err);
   });
 });
 
