@@ -342,6 +342,11 @@ def test_the_ring_keeps_exactly_the_last_seconds() -> None:
     assert np.array_equal(view.last("mic", 5), heard[-5 * SAMPLE_RATE :])
     assert np.array_equal(view.last("mic", 2.5), heard[-40000:])
     assert view.ring_bytes("mic") == 5 * SAMPLE_RATE * 2
+    view.set_listening(False, {})  # the privacy switch: what was heard is forgotten
+    assert view.last("mic", 5).size == 0 and not view._rings["mic"].buffer.any()
+    view.set_listening(True, {})
+    view.audio("mic", heard[:10].astype(np.float32) / 32768)
+    assert np.array_equal(view.last("mic", 5), heard[:10])
     # the default, 30 s, is 960,000 bytes a source; off, or no teaching, none
     assert make_view(teach_config="").ring_bytes("mic") == 960_000
     assert make_view(teach_seconds=0, teach_config="").ring_bytes("mic") == 0

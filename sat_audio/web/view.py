@@ -242,8 +242,14 @@ class View:
             self._send(message)
 
     def set_listening(self, on: bool, rules: dict[str, Sequence[EventRule]]) -> None:
-        """The privacy switch changed: the rules' words say so at once."""
+        """The privacy switch changed: the rules' words say so at once. Turned off, the audio
+        kept for teaching is forgotten too."""
         self.listening = on
+        if not on:
+            with self._ring_lock:
+                for ring in self._rings.values():
+                    ring.buffer[:] = 0
+                    ring.end = 0
         if not self._clients:
             return
         for source, source_rules in rules.items():
