@@ -298,7 +298,7 @@ def test_live_view_is_the_ingress_panel_and_answers_only_the_proxy(manifest):
 def test_backups_leave_out_the_models_only(manifest):
     """The Supervisor matches each backup_exclude pattern against a file's full path as it sees
     it (PurePath.match): the downloaded checkpoints, their exports and half-downloads stay out
-    of backups (the next start makes them again), the options do not."""
+    of backups (the next start makes them again), the options and taught sounds do not."""
     on_host = PurePosixPath("/data/addons/data/local_sat_audio")  # the add-on's /data
 
     def excluded(path: Path) -> bool:
@@ -314,6 +314,8 @@ def test_backups_leave_out_the_models_only(manifest):
             made += [export, export.with_name(f"{export.name}.version")]
     assert all(map(excluded, made)), [p for p in made if not excluded(p)]
     assert not excluded(Path("/data/options.json"))
+    # a taught sound cannot be made again from a download: it stays in backups
+    assert not excluded(models / "custom" / "doorbell.json")
 
 
 def test_default_options_match_schema(manifest):

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from sat_audio import SAMPLE_RATE
 from sat_audio.calibrate import Series, calibrate_series, format_table, yaml_snippet
@@ -354,6 +353,8 @@ class View:
 
     def _run_teach(self, name: str, clip_name: str, audio: np.ndarray) -> tuple[HTTPStatus, str]:
         """`python -m sat_audio teach NAME CLIP -c CONFIG` on temporary files, deleted after."""
+        import soundfile as sf  # here: libsndfile loads for file sources, clips and teaching
+
         assert self._teach_config is not None
         with tempfile.TemporaryDirectory(prefix="sat-audio-teach-") as tmp:
             config, clip = Path(tmp) / "config.yaml", Path(tmp) / clip_name
