@@ -22,7 +22,7 @@ import yaml
 from sat_audio.labels import find
 from tests.broker import Broker, Certs, Subscriber
 from tests.checkpoints import fire_label, random_model, save_upstream, upstream_name
-from tests.waiting import PATIENCE_S, deadline
+from tests.waiting import PATIENCE_S, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -118,10 +118,12 @@ class Run:
 
     def wait_stderr(self, text: str) -> None:
         """Until the running listener has logged text."""
-        end = deadline()
-        while text not in self.stderr():
-            assert time.monotonic() < end and self.proc.poll() is None, self.stderr()
-            time.sleep(0.1)
+        wait_until(
+            lambda: text in self.stderr() or self.proc.poll() is not None,
+            lambda: f"{text!r} in the log:\n{self.stderr()}",
+            poll_s=0.1,
+        )
+        assert text in self.stderr(), f"listener exited first:\n{self.stderr()}"
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -19,7 +19,7 @@ from sat_audio.sources import ffmpeg as ffmpeg_source
 from sat_audio.sources import open_source
 from sat_audio.sources.base import Source
 from tests.pulse import peak_hz
-from tests.waiting import PATIENCE_S, deadline, returns
+from tests.waiting import PATIENCE_S, returns, wait_until
 
 pytestmark = pytest.mark.timeout(2 * PATIENCE_S)
 
@@ -36,13 +36,15 @@ def _tone_file(path: Path, seconds: float = 3.0, rate: int = 44100) -> Path:
 
 
 def _read_all(source: Source) -> np.ndarray:
-    blocks = []
-    end = deadline()
-    while not source.finished:
-        assert time.monotonic() < end, f"source did not finish: {source.status()}"
-        block = source.read(0.2)
-        if block is not None:
+    blocks: list[np.ndarray] = []
+
+    def read() -> None:
+        if (block := source.read(0.2)) is not None:
             blocks.append(block)
+
+    wait_until(
+        lambda: source.finished, lambda: f"the source to finish: {source.status()}", between=read
+    )
     return np.concatenate(blocks)
 
 
@@ -131,22 +133,22 @@ def server() -> Iterator[StreamServer]:
 
 def _wait(source: Source, what: str, test: Callable[[], bool]) -> None:
     """Read (and drop) blocks until test() holds."""
-    end = deadline()
-    while not test():
-        assert time.monotonic() < end, f"timed out waiting for {what}: {source.status()}"
-        source.read(0.1)
+    wait_until(test, lambda: f"{what}: {source.status()}", between=lambda: source.read(0.1))
 
 
 def _collect(source: Source, samples: int) -> np.ndarray:
     """The next `samples` samples the source delivers."""
-    blocks, got = [], 0
-    end = deadline()
-    while got < samples:
-        assert time.monotonic() < end, f"timed out reading audio: {source.status()}"
-        block = source.read(0.1)
-        if block is not None:
+    blocks: list[np.ndarray] = []
+
+    def read() -> None:
+        if (block := source.read(0.1)) is not None:
             blocks.append(block)
-            got += block.size
+
+    wait_until(
+        lambda: sum(b.size for b in blocks) >= samples,
+        lambda: f"{samples} samples: {source.status()}",
+        between=read,
+    )
     return np.concatenate(blocks)[:samples]
 
 
@@ -201,10 +203,15 @@ def test_undecodable_file_fails_with_ffmpegs_message(tmp_path: Path):
     source = open_source(SourceConfig(name="cam", kind="ffmpeg", url=str(junk)))
     source.start()
     try:
-        end = deadline()
-        while not source.finished:
-            assert time.monotonic() < end, source.status()
+
+        def read_nothing() -> None:
             assert source.read(0.2) is None
+
+        wait_until(
+            lambda: source.finished,
+            lambda: f"the source to fail: {source.status()}",
+            between=read_nothing,
+        )
     finally:
         source.stop()
     status = source.status()

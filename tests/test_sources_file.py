@@ -12,7 +12,7 @@ from sat_audio.errors import SatAudioError
 from sat_audio.sources import open_source
 from sat_audio.sources.base import Source
 from tests.pulse import peak_hz
-from tests.waiting import PATIENCE_S, deadline
+from tests.waiting import PATIENCE_S, wait_until
 
 pytestmark = pytest.mark.timeout(2 * PATIENCE_S)
 
@@ -26,13 +26,15 @@ def _tone_file(path: Path, seconds: float, rate: int = 44100) -> Path:
 
 
 def _read_all(source: Source) -> list[np.ndarray]:
-    blocks = []
-    end = deadline()
-    while not source.finished:
-        assert time.monotonic() < end, source.status()
-        block = source.read(0.2)
-        if block is not None:
+    blocks: list[np.ndarray] = []
+
+    def read() -> None:
+        if (block := source.read(0.2)) is not None:
             blocks.append(block)
+
+    wait_until(
+        lambda: source.finished, lambda: f"the source to finish: {source.status()}", between=read
+    )
     return blocks
 
 

@@ -20,12 +20,26 @@ def deadline() -> float:
     return time.monotonic() + PATIENCE_S
 
 
-def wait_until(check: Callable[[], T], what: str, poll_s: float = 0.05) -> T:
-    """check()'s first truthy value; fail naming what was awaited if it never comes."""
+def wait_until(
+    check: Callable[[], T],
+    what: str | Callable[[], str],
+    poll_s: float = 0.05,
+    *,
+    between: Callable[[], object] | None = None,
+) -> T:
+    """check()'s first truthy value; fail naming what was awaited if it never comes.
+
+    Between checks it sleeps poll_s, or calls between() (e.g. a read that itself blocks a
+    little); `what` may be a function, for a message that says the state at the end.
+    """
     end = deadline()
     while not (result := check()):
-        assert time.monotonic() < end, f"gave up waiting for {what}"
-        time.sleep(poll_s)
+        if time.monotonic() >= end:
+            raise AssertionError(f"gave up waiting for {what() if callable(what) else what}")
+        if between is None:
+            time.sleep(poll_s)
+        else:
+            between()
     return result
 
 
