@@ -56,8 +56,12 @@ def level_dbfs(samples: np.ndarray) -> float:
     """
     if not samples.size:
         return -120.0
-    rms = math.sqrt(float(np.einsum("i,i->", samples, samples)) / samples.size)
-    return max(-120.0, 20.0 * math.log10(max(rms, 1e-6)))
+    return dbfs(float(np.einsum("i,i->", samples, samples)) / samples.size)
+
+
+def dbfs(mean_square: float) -> float:
+    """The level of a mean square in dB relative to full scale, floored at -120."""
+    return max(-120.0, 20.0 * math.log10(max(math.sqrt(mean_square), 1e-6)))
 
 
 @runtime_checkable

@@ -9,7 +9,6 @@ Everything is driven by the stream timestamps, never the wall clock, so a file r
 identically.
 """
 
-import math
 import statistics
 import uuid
 from collections import deque
@@ -22,7 +21,7 @@ import numpy as np
 from sat_audio import SAMPLE_RATE
 from sat_audio.config import EventConfig
 from sat_audio.custom import custom_labels
-from sat_audio.engine import ChunkResult
+from sat_audio.engine import ChunkResult, dbfs
 from sat_audio.labels import label_index
 
 EPS = 1e-9
@@ -282,8 +281,7 @@ class LevelFrames:
             self._n += part.size
             pos += part.size
             if self._n == self.size:
-                rms = math.sqrt(self._sum / self._n)
-                level = max(-120.0, 20.0 * math.log10(max(rms, 1e-6)))
+                level = dbfs(self._sum / self._n)
                 start = self.at / SAMPLE_RATE
                 self.at += self._n
                 out.append((start, self.at / SAMPLE_RATE, level))
